@@ -1,0 +1,44 @@
+"""The `nemo-exaone` command line.
+
+Each command group lives in its own module exposing ``register(subparsers)``; this file only
+wires them together, so importing the CLI stays cheap (heavy imports happen inside handlers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that contribute sub-commands, in the order they appear in --help.
+COMMAND_MODULES: tuple[str, ...] = (
+    "nemo_exaone.commands.info",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nemo-exaone",
+        description="EXAONE models on Megatron-Core: inspect presets, convert checkpoints, "
+        "prepare data, train.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        # User-facing errors (bad config, bad input) are printed without a traceback.
+        print(f"nemo-exaone {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
