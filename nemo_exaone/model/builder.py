@@ -85,6 +85,11 @@ def transformer_config(
         persist_layer_norm=False,
         apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
+        # Gloo matches point-to-point messages between two ranks in posting order; Megatron's
+        # batched p2p ordering assumes NCCL's grouping. With PP=2 + virtual stages the two
+        # directions share a peer and gloo pairs the wrong tensors. The unbatched path orders
+        # sends/receives by rank parity, which is correct on gloo.
+        batch_p2p_comm=not on_cpu,
         recompute_granularity=options.recompute_granularity,
         recompute_method=options.recompute_method,
         recompute_num_layers=options.recompute_num_layers,

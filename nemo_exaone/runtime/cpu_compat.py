@@ -152,23 +152,27 @@ def _patch_megatron_rng() -> None:
 
 
 def _stub_triton_kernels() -> None:
-    """megatron-core 0.19 imports triton kernels at import time (MoE paged stash); they are
-    never used by dense models, so a missing triton is replaced by an inert module."""
+    """megatron-core 0.19 imports MoE paged-stash triton kernels at import time; dense EXAONE
+    models never call them, so without triton that kernel module becomes an inert stand-in
+    whose kernels raise if anything ever calls them."""
     try:
         import triton  # noqa: F401
         return
     except ImportError:
         pass
-    for name in ("megatron.core.transformer.moe.paged_stash",):
-        module = types.ModuleType(name)
-        module.__getattr__ = lambda attr, _n=name: _missing_triton(_n, attr)  # type: ignore
-        sys.modules.setdefault(name, module)
+    name = "megatron.core.transformer.moe.ops.paged_stash"
+    module = types.ModuleType(name)
+    module.GLOBAL_BLOCK_SIZE = 1024  # the value Megatron's kernel module defines
+    for kernel in ("paged_stash_copy_kernel", "paged_stash_pop_kernel"):
+        setattr(module, kernel, _missing_triton(name, kernel))
+    sys.modules.setdefault(name, module)
 
 
-def _missing_triton(module: str, attr: str) -> Any:
-    if attr.startswith("__"):
-        raise AttributeError(attr)
-    raise RuntimeError(f"{module}.{attr} needs triton and CUDA; it is not available on CPU")
+def _missing_triton(module: str, attr: str):
+    def kernel(*_: Any, **__: Any) -> None:
+        raise RuntimeError(f"{module}.{attr} needs triton and CUDA; it is not available on CPU")
+
+    return kernel
 
 
 def cpu_compat_active() -> bool:

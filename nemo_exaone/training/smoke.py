@@ -8,6 +8,7 @@ layout starts from the same full model and sees the same data: losses must agree
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -71,15 +72,18 @@ def deterministic_full_state_dict(model, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def synthetic_batches(vocab_size: int, step: int, cfg: SmokeConfig) -> list[Batch]:
-    """Micro-batches of arithmetic token sequences (x, x+k, x+2k, ...) mod vocab: learnable."""
+def synthetic_batches(vocab_size: int, step: int, cfg: SmokeConfig, dp_rank: int = 0,
+                      dp_size: int = 1) -> list[Batch]:
+    """This data-parallel rank's micro-batches of arithmetic token sequences
+    (x, x+k, x+2k, ...) mod vocab: learnable. The global batch depends only on (seed, step),
+    so every layout trains on the same data."""
     gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
     batches = []
+    b, s = cfg.micro_batch_size, cfg.seq_length
     for _ in range(cfg.num_microbatches):
-        b, s = cfg.micro_batch_size, cfg.seq_length
-        start = torch.randint(0, vocab_size, (b, 1), generator=gen)
-        stride = torch.randint(1, 8, (b, 1), generator=gen)
-        seq = (start + stride * torch.arange(s + 1)) % vocab_size
+        start = torch.randint(0, vocab_size, (b * dp_size, 1), generator=gen)
+        stride = torch.randint(1, 8, (b * dp_size, 1), generator=gen)
+        seq = ((start + stride * torch.arange(s + 1)) % vocab_size)[dp_rank * b:(dp_rank + 1) * b]
         batches.append({
             "tokens": seq[:, :-1].contiguous(),
             "labels": seq[:, 1:].contiguous(),
@@ -99,7 +103,7 @@ def run_smoke_training(cfg: SmokeConfig) -> list[dict]:
     from nemo_exaone.training.step import train_step
 
     arch = cfg.arch()
-    world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     validate_parallel(arch, cfg.parallel, world, seq_length=cfg.seq_length)
     init_distributed(cfg.parallel, seed=cfg.seed)
     try:
@@ -108,10 +112,15 @@ def run_smoke_training(cfg: SmokeConfig) -> list[dict]:
             load_full_state_dict(chunk, deterministic_full_state_dict(chunk, cfg.seed))
         chunks = wrap_ddp(chunks, cfg.parallel)
         optimizer = build_optimizer(chunks, cfg.optimizer, cfg.parallel, cfg.precision)
+        from megatron.core import parallel_state
+
+        dp_rank = parallel_state.get_data_parallel_rank()
+        dp_size = parallel_state.get_data_parallel_world_size()
         metrics = []
         for step in range(cfg.steps):
             start = time.perf_counter()
-            out = train_step(chunks, optimizer, synthetic_batches(arch.vocab_size, step, cfg),
+            out = train_step(chunks, optimizer,
+                             synthetic_batches(arch.vocab_size, step, cfg, dp_rank, dp_size),
                              cfg.micro_batch_size, cfg.seq_length)
             out["step"] = step + 1
             out["step_time_s"] = time.perf_counter() - start

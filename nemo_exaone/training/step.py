@@ -25,13 +25,17 @@ def lm_forward_step(data_iterator: Iterator[Batch], model):
     return output, partial(lm_loss, batch["loss_mask"])
 
 
-def _reduce_loss_across_pipeline(losses: list[dict], key: str) -> float:
-    """Average micro-batch losses on the last stage, then share them with every rank."""
+def _reduce_loss(losses: list[dict], key: str) -> float:
+    """Average micro-batch losses on the last stage, average over data-parallel replicas,
+    then share the value with every rank (so all ranks log the same number)."""
     from megatron.core import parallel_state
 
     value = torch.zeros(1, dtype=torch.float64)
     if losses:
         value[0] = torch.stack([d[key].double() for d in losses]).mean()
+        if parallel_state.get_data_parallel_world_size() > 1:
+            torch.distributed.all_reduce(value, group=parallel_state.get_data_parallel_group())
+            value /= parallel_state.get_data_parallel_world_size()
     if parallel_state.get_pipeline_model_parallel_world_size() > 1:
         torch.distributed.broadcast(
             value, src=parallel_state.get_pipeline_model_parallel_last_rank(),
@@ -68,7 +72,7 @@ def train_step(
     )
     update_successful, grad_norm, _ = optimizer.step()
     return {
-        "loss": _reduce_loss_across_pipeline(losses, loss_key),
+        "loss": _reduce_loss(losses, loss_key),
         "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
         "update_successful": bool(update_successful),
     }
