@@ -13,6 +13,7 @@ import sys
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "nemo_exaone.commands.info",
+    "nemo_exaone.checkpoint.cli",
 )
 
 

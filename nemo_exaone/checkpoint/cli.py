@@ -1,0 +1,76 @@
+"""``nemo-exaone convert``: HF <-> Megatron-Core checkpoint conversion.
+
+Run it as a plain single process (not under torchrun): conversion is I/O bound, streams a
+few tensors at a time, and writes a TP/PP-agnostic distributed checkpoint that a torchrun
+training job of any layout loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nemo_exaone.checkpoint.dtypes import DTYPE_CHOICES
+
+
+def _hf_to_mcore(args: argparse.Namespace) -> int:
+    from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
+
+    report = convert_hf_to_mcore(
+        args.hf, args.out, preset=args.preset, tensor_parallel=args.tp,
+        pipeline_parallel=args.pp, dtype=args.dtype, overwrite=args.overwrite,
+        progress=False if args.quiet else None)
+    print(report.summary())
+    return 0
+
+
+def _mcore_to_hf(args: argparse.Namespace) -> int:
+    from nemo_exaone.checkpoint.mcore_to_hf import convert_mcore_to_hf
+
+    report = convert_mcore_to_hf(
+        args.ckpt, args.out, tokenizer_dir=args.tokenizer, hf_config=args.hf_config,
+        max_shard_size=args.max_shard_size, dtype=args.dtype, overwrite=args.overwrite,
+        progress=False if args.quiet else None)
+    print(report.summary())
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output directory (written atomically)")
+    parser.add_argument("--dtype", choices=list(DTYPE_CHOICES), default="keep",
+                        help="cast weights (default: keep the source dtype, bit-exact)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing non-empty output directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    convert = subparsers.add_parser(
+        "convert", help="convert checkpoints between HF and Megatron-Core formats",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = convert.add_subparsers(dest="direction", metavar="DIRECTION")
+    sub.required = True
+
+    to_mcore = sub.add_parser(
+        "hf-to-mcore", help="HF EXAONE 3.x (safetensors) -> Megatron distributed checkpoint")
+    to_mcore.add_argument("--hf", required=True, help="HF checkpoint directory")
+    to_mcore.add_argument("--tp", type=int, default=1,
+                          help="tensor parallel size you will train with (validated only: "
+                               "the checkpoint loads at any TP/PP)")
+    to_mcore.add_argument("--pp", type=int, default=1, help="pipeline parallel size (ditto)")
+    to_mcore.add_argument("--preset", default=None,
+                          help="architecture preset the checkpoint must match (or that stands "
+                               "in for a missing config.json)")
+    _common(to_mcore)
+    to_mcore.set_defaults(func=_hf_to_mcore)
+
+    to_hf = sub.add_parser(
+        "mcore-to-hf", help="Megatron distributed checkpoint -> HF EXAONE 3.x (safetensors)")
+    to_hf.add_argument("--ckpt", required=True, help="Megatron distributed checkpoint directory")
+    to_hf.add_argument("--tokenizer", default=None,
+                       help="directory with tokenizer files to copy (default: the HF source "
+                            "directory recorded in the checkpoint, if it still exists)")
+    to_hf.add_argument("--hf-config", default=None,
+                       help="config.json to use for checkpoints without nemo_exaone.json")
+    to_hf.add_argument("--max-shard-size", default="5GB", help="largest shard (default 5GB)")
+    _common(to_hf)
+    to_hf.set_defaults(func=_mcore_to_hf)

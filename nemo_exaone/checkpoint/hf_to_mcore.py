@@ -1,0 +1,123 @@
+"""HF EXAONE checkpoint -> Megatron-Core distributed checkpoint (torch_dist), streaming.
+
+One process, no model weights in memory: each Megatron parameter is built from its HF
+tensors when the DCP writer asks for it, written, and dropped. The result carries global
+(TP/PP-agnostic) shapes, so any TP/PP layout loads it through ``dist_checkpointing``
+(see :func:`nemo_exaone.checkpoint.mcore_checkpoint.load_mcore_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from nemo_exaone.checkpoint.atomic_dir import atomic_directory, check_target
+from nemo_exaone.checkpoint.dcp_io import ChunkSpec, write_dcp
+from nemo_exaone.checkpoint.dtypes import HF_DTYPE_NAMES, parse_dtype
+from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE
+from nemo_exaone.checkpoint.hf_source import HFSource, read_hf_arch
+from nemo_exaone.checkpoint.mapping import WeightTable
+from nemo_exaone.checkpoint.mcore_layout import (
+    LayoutChunk,
+    MegatronLayout,
+    check_layout_covers,
+    megatron_layout,
+)
+from nemo_exaone.checkpoint.metadata import CheckpointMetadata, write_metadata
+from nemo_exaone.checkpoint.progress import byte_progress
+from nemo_exaone.checkpoint.report import ConversionReport
+from nemo_exaone.config.parallel import ParallelConfig, validate_parallel
+
+
+def chunk_of(full: torch.Tensor, chunk: LayoutChunk) -> torch.Tensor:
+    """The part of a full parameter stored as ``chunk`` (a view, stacked-layer axes added)."""
+    region = full
+    inner = chunk.shape[len(chunk.shape) - len(chunk.param_shape):]
+    for dim, (start, size) in enumerate(zip(chunk.param_offset, inner)):
+        region = region.narrow(dim, start, size)
+    return region.reshape(chunk.shape)
+
+
+def write_megatron_files(directory: Path, layout: MegatronLayout) -> None:
+    """metadata.json and common.pt, as ``dist_checkpointing.save`` writes them."""
+    from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
+
+    save_config(CheckpointingConfig(*layout.sharded_backend), str(directory))
+    torch.save(layout.common, directory / "common.pt")
+
+
+def convert_hf_to_mcore(
+    hf_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+    dtype: str = "keep",
+    overwrite: bool = False,
+    progress: bool | None = None,
+    table: WeightTable = EXAONE_HF_TABLE,
+) -> ConversionReport:
+    """Convert an HF EXAONE 3.x checkpoint into a Megatron distributed checkpoint.
+
+    ``tensor_parallel``/``pipeline_parallel`` only validate the layout you intend to train
+    with (the checkpoint itself is layout-agnostic) and are recorded as a hint.
+    """
+    start = time.perf_counter()
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir).absolute()
+    arch = read_hf_arch(hf_dir, preset)
+    validate_parallel(arch, ParallelConfig(tensor_model_parallel_size=tensor_parallel,
+                                           pipeline_model_parallel_size=pipeline_parallel),
+                      world_size=tensor_parallel * pipeline_parallel)
+    cast = parse_dtype(dtype)
+    check_target(out_dir, overwrite)
+    source = HFSource(hf_dir, arch, table)
+    layout = megatron_layout(arch, table)
+    bound = {b.megatron: b for b in source.bound}
+    check_layout_covers(layout, list(bound))
+
+    # Table order (layer by layer), so each parameter is built once and then dropped.
+    order = {name: k for k, name in enumerate(bound)}
+    chunks = sorted(layout.chunks, key=lambda c: order[c.param])
+    param_dtype = {name: cast or source.weights.tensors[b.targets[0]].dtype
+                   for name, b in bound.items()}
+    by_id = {(c.key, c.offset): c for c in chunks}
+    specs = [ChunkSpec(c.key, c.global_shape, c.offset, c.shape, param_dtype[c.param])
+             for c in chunks]
+    total = source.weights.total_bytes()
+    current: dict[str, object] = {"param": None, "tensor": None}
+    bar = byte_progress(total, "hf-to-mcore", progress)
+
+    def produce(spec: ChunkSpec) -> torch.Tensor:
+        chunk = by_id[(spec.key, spec.offset)]
+        if current["param"] != chunk.param:
+            current["tensor"] = None  # drop the previous parameter first
+            mapping = bound[chunk.param]
+            tensor = source.megatron_tensor(mapping)
+            current.update(param=chunk.param,
+                           tensor=tensor if cast is None else tensor.to(cast))
+            bar.update(source.source_bytes(mapping))
+        return chunk_of(current["tensor"], chunk)
+
+    from nemo_exaone.runtime.versions import megatron_core_version
+
+    written_dtypes = sorted({HF_DTYPE_NAMES.get(d, str(d)) for d in param_dtype.values()})
+    try:
+        with atomic_directory(out_dir, overwrite) as tmp:
+            write_dcp(tmp, specs, layout.objects, produce)
+            current["tensor"] = None
+            write_megatron_files(tmp, layout)
+            write_metadata(tmp, CheckpointMetadata(
+                hf_config=arch.to_hf_config(), dtype=",".join(written_dtypes),
+                hf_source_dir=str(hf_dir.absolute()), writer="hf-to-mcore",
+                megatron_core=megatron_core_version(),
+                extra={"intended_parallel": {"tensor_model_parallel_size": tensor_parallel,
+                                             "pipeline_model_parallel_size": pipeline_parallel}}))
+            written = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
+    finally:
+        bar.close()
+    return ConversionReport("hf-to-mcore", str(hf_dir), str(out_dir), len(bound), total,
+                            written, time.perf_counter() - start)
