@@ -1,0 +1,32 @@
+"""Train an EXAONE model with the project's one Megatron-Core loop; every stage uses it.
+
+    python examples/pretrain.py --config-name tiny_cpu              # (a) on a CPU
+    python examples/pretrain.py --config-name tiny_cpu_continued    # (b) longer context
+    python examples/pretrain.py --config-name tiny_cpu_anneal       # (c) LR to zero
+    python examples/pretrain.py --config-name tiny_cpu_distill      # (d) distillation
+    python examples/pretrain.py --help                              # groups and fields
+    torchrun --nproc-per-node 8 examples/pretrain.py parallel=node8_tp8 data.blend=...
+
+Any field can be overridden (``train.max_steps=20 run.dir=runs/x``). The run directory gets
+``config.yaml`` (resolved), ``metrics.jsonl``, ``events.jsonl`` and ``checkpoints/``; running
+the same command again resumes from the latest checkpoint.
+"""
+
+import sys
+
+import hydra
+
+from nemo_exaone.training.hydra_app import register_configs, run_job
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+def main(cfg) -> None:
+    code = run_job(cfg)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":  # dist_checkpointing's saver re-imports __main__ in a subprocess
+    main()

@@ -1,0 +1,264 @@
+"""Settings of one training job, as dataclasses: the schema of the Hydra configs in ``conf/``.
+
+One tree serves every stage (core pretraining, continued/long-context pretraining, annealing,
+distillation; later SFT, reward models, DPO): stages differ by data, schedule, how they are
+initialised (``init``) and the objective they plug into the loop (``stage.objective``).
+Hydra YAML may only set fields declared here; OmegaConf rejects any other key and names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nemo_exaone.config.parallel import ParallelConfig, PrecisionConfig
+from nemo_exaone.config.presets import ExaoneArch, get_preset
+from nemo_exaone.training.optimizer import OptimizerSettings
+
+# Adam(W) through Megatron-Core's optimizer; ``lr`` is the schedule's peak.
+OptimizerConfig = OptimizerSettings
+
+OBJECTIVES = ("lm", "distill")
+SCHEDULE_STYLES = ("cosine", "wsd", "constant", "linear")
+WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
+DATA_SOURCES = ("indexed", "shipped", "synthetic")
+DOCUMENT_MODES = ("split", "whole")
+INIT_LOADS = ("weights", "full")
+NONFINITE_POLICIES = ("skip", "stop")
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
+DISTILL_LOSSES = ("kd", "afm")
+
+
+@dataclass
+class RunConfig:
+    """Where the run lives and how it is seeded."""
+
+    name: str = "pretrain"
+    dir: str = "runs/${run.name}"  # metrics.jsonl, config.yaml, checkpoints/ go here
+    seed: int = 1234
+
+
+@dataclass
+class ModelConfig:
+    """Architecture (a preset plus field overrides) and how the model computes."""
+
+    preset: str = "exaone3.5-2.4b"
+    # ExaoneArch fields to change, e.g. {num_layers: 8, rope_theta: 5.0e6,
+    # max_position_embeddings: 65536}; rope_scaling: false removes RoPE scaling.
+    arch: dict[str, Any] = field(default_factory=dict)
+    recompute_granularity: str | None = None  # null | selective | full
+    recompute_method: str | None = None  # with full: uniform | block
+    recompute_num_layers: int | None = None
+    spec: str | None = None  # null: Transformer Engine on CUDA, local spec otherwise
+
+    def build_arch(self) -> ExaoneArch:
+        return resolve_arch(self.preset, self.arch, "model.arch")
+
+
+@dataclass
+class DatasetSpec:
+    """One Megatron indexed dataset (``prefix.bin`` / ``prefix.idx``) and its blend weight."""
+
+    prefix: str = "???"
+    weight: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    """What the loop reads: a weighted blend of indexed datasets, plus an optional replay blend."""
+
+    source: str = "indexed"  # indexed | shipped (prepare the bundled corpus) | synthetic
+    blend: list[DatasetSpec] = field(default_factory=list)
+    # Replay of an earlier stage's data (continued pretraining): this share of the samples
+    # comes from ``replay``, the rest from ``blend``.
+    replay: list[DatasetSpec] = field(default_factory=list)
+    replay_fraction: float = 0.0
+    # split: concatenate documents and cut every seq_length tokens (Megatron GPT style);
+    # whole: pack whole documents, never cutting one unless it alone exceeds the window.
+    documents: str = "split"
+    shuffle: bool = True
+    seed: int = 1234
+    # source=shipped: corpus name under nemo_exaone/assets/data and where it is prepared.
+    shipped_corpus: str = "tiny_bilingual"
+    shipped_split: str = "pretrain"  # which part of the shipped corpus (pretrain | replay | hq)
+    prepare_dir: str | None = None  # null: <run.dir>/data
+    tokenizer_dir: str | None = None  # null: train the tiny tokenizer into prepare_dir
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, run by Megatron-Core's ``OptimizerParamScheduler``."""
+
+    style: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant | linear
+    warmup_steps: int = 0
+    init_lr: float = 0.0  # learning rate at step 0 of the warmup
+    decay_steps: int | None = None  # null: train.max_steps (min_lr reached at the end)
+    wsd_decay_steps: int | None = None  # wsd: length of the final decay; null: a fraction
+    wsd_decay_fraction: float = 0.2
+    wsd_decay_style: str = "linear"  # linear | cosine | exponential | minus_sqrt
+
+
+@dataclass
+class TrainConfig:
+    """Batch geometry and length of the run."""
+
+    max_steps: int = 100
+    micro_batch_size: int = 1
+    global_batch_size: int = 8  # samples per optimizer step, over all data-parallel ranks
+    seq_length: int = 4096
+    # With tensor parallelism, switch sequence parallelism on from this length (long context
+    # needs it to fit activations); null: use parallel.sequence_parallel as given.
+    sequence_parallel_from_length: int | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    """Distributed checkpoints of the full training state, for exact resume."""
+
+    dir: str | None = None  # null: <run.dir>/checkpoints
+    save_interval: int = 0  # every N steps; 0: only at the end
+    save_at_end: bool = True
+    resume: bool = True  # continue from <dir>/latest when it exists
+    async_save: bool = True  # on CUDA; a CPU run always saves synchronously
+    keep_last: int | None = None  # delete older checkpoints (null: keep all)
+
+
+@dataclass
+class InitConfig:
+    """Start a new stage from a previous stage's (or the HF converter's) checkpoint."""
+
+    checkpoint: str | None = None  # run dir, checkpoints dir (uses latest) or checkpoint dir
+    load: str = "weights"  # weights | full (weights + optimizer state; step and schedule restart)
+
+
+@dataclass
+class SafetyConfig:
+    """What to do with non-finite losses/gradients and how to flag loss spikes."""
+
+    on_nonfinite: str = "skip"  # skip (count, no update) | stop (keep the last good checkpoint)
+    max_consecutive_skips: int = 10  # then stop anyway
+    spike_factor: float = 5.0  # a loss above factor x running median is a spike
+    spike_window: int = 50
+    # Fault injection for tests and drills: the loss at these steps is made NaN.
+    inject_nan_at_steps: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LoggingConfig:
+    log_interval: int = 1
+    progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | none
+    tensorboard: bool = True  # when the tensorboard package is installed
+    peak_tflops: float | None = None  # per device; null: GPU datasheet / measured CPU GEMM
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a teacher of the same tokenizer (any size)."""
+
+    teacher_checkpoint: str | None = None  # weights only; run/checkpoints/checkpoint dir
+    teacher_preset: str | None = None  # null: the architecture recorded in the checkpoint
+    teacher_arch: dict[str, Any] = field(default_factory=dict)
+    loss: str = "kd"  # kd: a*CE + (1-a)*T^2*KL(teacher||student) | afm: soft target
+    alpha: float = 0.5
+    temperature: float = 1.0
+    afm_teacher_weight: float = 0.9  # afm: target = w*onehot(teacher top-1) + (1-w)*onehot(label)
+
+    def build_teacher_arch(self) -> ExaoneArch:
+        """The teacher's architecture: from its checkpoint's metadata unless a preset is
+        given (``teacher_arch`` overrides apply to a preset only)."""
+        if self.teacher_preset:
+            return resolve_arch(self.teacher_preset, self.teacher_arch, "distill.teacher_arch")
+        if not self.teacher_checkpoint:
+            raise ValueError("stage.objective=distill needs distill.teacher_checkpoint (the "
+                             "teacher's architecture is read from it) or distill.teacher_preset")
+        from nemo_exaone.training.checkpointing import read_checkpoint_arch, resolve_checkpoint
+
+        path = resolve_checkpoint(self.teacher_checkpoint)
+        saved = read_checkpoint_arch(path)
+        if saved is None:
+            raise ValueError(f"teacher checkpoint {path} records no architecture; set "
+                             "distill.teacher_preset")
+        return ExaoneArch.from_hf_config({"model_type": "exaone", **saved}, name="teacher")
+
+
+@dataclass
+class StageConfig:
+    name: str = "pretrain"
+    objective: str = "lm"  # lm | distill (later: sft, reward, dpo)
+
+
+@dataclass
+class TrainingJobConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+_ARCH_FIELDS = tuple(f for f in ExaoneArch.__dataclass_fields__
+                     if f not in ("name", "hf_extra", "hf_omitted"))
+
+
+def resolve_arch(preset: str, overrides: dict[str, Any], where: str) -> ExaoneArch:
+    """``get_preset(preset)`` with ``overrides`` applied; unknown fields are named."""
+    arch = get_preset(preset)
+    changes = dict(overrides or {})
+    unknown = sorted(set(changes) - set(_ARCH_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]} is not an architecture field; valid fields: "
+                         f"{', '.join(_ARCH_FIELDS)}")
+    if "rope_scaling" in changes and changes["rope_scaling"] in (False, "none", {}):
+        changes["rope_scaling"] = None
+    if changes.get("rope_scaling"):
+        changes["rope_scaling"] = {**(arch.rope_scaling or {"rope_type": "llama3"}),
+                                   **dict(changes["rope_scaling"])}
+    for key in ("rope_theta",):
+        if key in changes:
+            changes[key] = float(changes[key])
+    return arch.replace(**changes) if changes else arch
+
+
+def _choice(where: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{where}={value!r}: choose one of {', '.join(map(str, choices))}")
+
+
+def validate_job(cfg: TrainingJobConfig) -> None:
+    """Check choices and batch arithmetic that do not need the model or the process group."""
+    _choice("stage.objective", cfg.stage.objective, OBJECTIVES)
+    _choice("schedule.style", cfg.schedule.style, SCHEDULE_STYLES)
+    _choice("schedule.wsd_decay_style", cfg.schedule.wsd_decay_style, WSD_DECAY_STYLES)
+    _choice("data.source", cfg.data.source, DATA_SOURCES)
+    _choice("data.documents", cfg.data.documents, DOCUMENT_MODES)
+    _choice("init.load", cfg.init.load, INIT_LOADS)
+    _choice("safety.on_nonfinite", cfg.safety.on_nonfinite, NONFINITE_POLICIES)
+    _choice("logging.progress", cfg.logging.progress, PROGRESS_MODES)
+    _choice("distill.loss", cfg.distill.loss, DISTILL_LOSSES)
+    t = cfg.train
+    for name in ("max_steps", "micro_batch_size", "global_batch_size", "seq_length"):
+        if getattr(t, name) < 1:
+            raise ValueError(f"train.{name}={getattr(t, name)} must be >= 1")
+    if t.global_batch_size % t.micro_batch_size:
+        raise ValueError(f"train.global_batch_size={t.global_batch_size} is not divisible by "
+                         f"train.micro_batch_size={t.micro_batch_size}")
+    if not 0.0 <= cfg.data.replay_fraction < 1.0:
+        raise ValueError(f"data.replay_fraction={cfg.data.replay_fraction} must be in [0, 1)")
+    if cfg.data.replay_fraction > 0 and not cfg.data.replay and cfg.data.source == "indexed":
+        raise ValueError("data.replay_fraction > 0 needs data.replay datasets")
+    if not 0.0 <= cfg.distill.alpha <= 1.0:
+        raise ValueError(f"distill.alpha={cfg.distill.alpha} must be in [0, 1]")
+    if cfg.distill.temperature <= 0:
+        raise ValueError(f"distill.temperature={cfg.distill.temperature} must be > 0")
+    if cfg.optimizer.min_lr > cfg.optimizer.lr:
+        raise ValueError(f"optimizer.min_lr={cfg.optimizer.min_lr} exceeds optimizer.lr="
+                         f"{cfg.optimizer.lr}")

@@ -1,0 +1,97 @@
+"""Glue between Hydra entry points (``examples/*.py``) and :func:`training.loop.train`.
+
+``register_configs()`` stores the schema of :class:`TrainingJobConfig` as ``job_schema``; every
+primary config in ``conf/`` lists it first in its defaults, so each YAML file and command-line
+override is checked against the dataclasses (an unknown key fails with its full name).
+``run_job`` converts the composed config, prints and saves it, trains, and maps failures
+to exit codes with one clear message.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+from nemo_exaone.training.config import TrainingJobConfig
+from nemo_exaone.training.structured import from_container, omegaconf_schema
+
+SCHEMA_NAME = "job_schema"
+
+# Exit codes of the example scripts.
+EXIT_OK, EXIT_NONFINITE, EXIT_CONFIG = 0, 3, 2
+
+
+def register_configs() -> None:
+    """Make the structured schema available to Hydra's defaults lists."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=omegaconf_schema(TrainingJobConfig))
+
+
+def job_config(cfg) -> TrainingJobConfig:
+    """Typed job config from a composed (DictConfig) config, interpolations resolved."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    data.pop("hydra", None)
+    return from_container(TrainingJobConfig, data)
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def save_resolved_config(cfg, run_dir: Path) -> str:
+    from omegaconf import OmegaConf
+
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    if _rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(text, encoding="utf-8")
+    return text
+
+
+def quiet_library_warnings() -> None:
+    """Megatron warns about missing Apex/TE at import on every CPU run; they are expected."""
+    for pattern in ("Transformer Engine", "Apex", "apex", "TE ", "torch.distributed",
+                    "cuda_graph_scope"):
+        warnings.filterwarnings("ignore", message=f".*{pattern}.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def run_job(cfg) -> int:
+    """Train the composed config; returns the process exit code."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from nemo_exaone.training.loop import train
+    from nemo_exaone.training.safety import NonFiniteTrainingError
+
+    quiet_library_warnings()
+    try:
+        job = job_config(cfg)
+    except (ValueError, OmegaConfBaseException) as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    text = save_resolved_config(cfg, Path(job.run.dir))
+    if _rank() == 0:
+        print("=== resolved config ===\n" + text + "=======================", flush=True)
+    try:
+        result = train(job)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except NonFiniteTrainingError as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
+    if _rank() == 0:
+        last = result.metrics[-1] if result.metrics else {}
+        status = "stopped by SIGTERM after saving" if result.terminated else "finished"
+        print(f"{status}: step {result.state.step}/{job.train.max_steps}, "
+              f"loss {last.get('loss', float('nan')):.4f}, skipped steps "
+              f"{result.state.skipped_steps}, checkpoint {result.last_checkpoint}, "
+              f"metrics {Path(job.run.dir) / 'metrics.jsonl'}", flush=True)
+    return EXIT_OK
