@@ -20,7 +20,8 @@ Batch = dict[str, torch.Tensor]
 
 def lm_forward_step(data_iterator: Iterator[Batch], model):
     """Forward one micro-batch of a causal LM batch: tokens, labels, loss_mask, position_ids."""
-    batch = next(data_iterator)
+    # On CPU the compat layer makes .cuda() a no-op, so this one line serves both machines.
+    batch = {k: v.cuda(non_blocking=True) for k, v in next(data_iterator).items()}
     output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
     return output, partial(lm_loss, batch["loss_mask"])
 

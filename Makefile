@@ -1,0 +1,27 @@
+# Quick start: `make demo` (set up, run the tiny end-to-end job on CPU) and
+# `make test` (set up, run the test suite; the model tests also against megatron-core 0.19.2).
+.PHONY: setup demo test test-main test-mcore019 lint gpu-check
+
+PYTEST_ARGS ?=
+# Model-layer tests that must pass under both Megatron-Core lines.
+MCORE_TESTS ?= tests/test_parallel_parity.py tests/test_param_counts.py tests/test_presets.py tests/test_parallel_config.py
+
+setup:
+	@scripts/setup_env.sh >/dev/null
+
+demo:
+	@PY=$$(scripts/setup_env.sh) && $$PY -m nemo_exaone.demo
+
+test: test-main test-mcore019
+
+test-main:
+	@PY=$$(scripts/setup_env.sh) && $$PY -m ruff check . && $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-mcore019:
+	@PY=$$(scripts/setup_mcore019.sh) && $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(MCORE_TESTS)
+
+lint:
+	@PY=$$(scripts/setup_env.sh) && $$PY -m ruff check .
+
+gpu-check:
+	@bash scripts/gpu_check.sh
