@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Megatron-Core warns at import about optional kernels (Apex, TE) it falls back from;
+    # on the command line that is noise, not news.
+    warnings.filterwarnings("ignore", module=r"megatron\..*")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

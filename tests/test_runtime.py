@@ -1,0 +1,42 @@
+"""Runtime guards: Megatron-Core version policy and the CLI's clean errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from nemo_exaone.runtime.versions import TESTED_MEGATRON_CORE, check_megatron_core_version
+
+
+@pytest.mark.parametrize("version", TESTED_MEGATRON_CORE)
+def test_tested_versions_accepted(version):
+    assert check_megatron_core_version(version) == version
+
+
+def test_untested_version_refused_with_instructions(monkeypatch):
+    monkeypatch.delenv("NEMO_EXAONE_ALLOW_UNTESTED_MCORE", raising=False)
+    with pytest.raises(RuntimeError, match=r"megatron-core 0\.15\.0 is not a tested version.*"
+                                           r"pip install megatron-core==0\.16\.1"):
+        check_megatron_core_version("0.15.0")
+    monkeypatch.setenv("NEMO_EXAONE_ALLOW_UNTESTED_MCORE", "1")
+    assert check_megatron_core_version("0.15.0") == "0.15.0"
+
+
+def test_installed_version_is_tested():
+    check_megatron_core_version()
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "nemo_exaone.cli", "--help"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert "info" in out.stdout
+
+
+def test_cli_unknown_preset_is_a_clean_error():
+    out = subprocess.run([sys.executable, "-m", "nemo_exaone.cli", "info", "exaone9"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "invalid choice: 'exaone9'" in out.stderr
+    assert "Traceback" not in out.stderr
