@@ -1,0 +1,157 @@
+"""Strict JSONL reading: every bad line is reported as ``file:line: reason``.
+
+Data pipelines fail late and expensively when a malformed record slips through, so each
+reader either stops at the first bad line with an error naming it, or (``skip_bad``) skips it
+and counts it so the report says how much input was dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BadRecordError",
+    "SkipStats",
+    "decode_record",
+    "get_text",
+    "get_messages",
+    "iter_raw_lines",
+    "iter_texts",
+]
+
+_MAX_REMEMBERED_ERRORS = 20
+
+
+class BadRecordError(ValueError):
+    """A JSONL line that cannot be used; ``str(err)`` is ``"<file>:<line>: <reason>"``."""
+
+    def __init__(self, path: str | Path, line_no: int, reason: str) -> None:
+        super().__init__(f"{path}:{line_no}: {reason}")
+        self.path = str(path)
+        self.line_no = line_no
+        self.reason = reason
+
+
+@dataclass
+class SkipStats:
+    """Bad lines skipped under ``--skip-bad``: a count plus the first few messages."""
+
+    skipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.skipped += 1
+        if len(self.examples) < _MAX_REMEMBERED_ERRORS:
+            self.examples.append(message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"skipped_bad_lines": self.skipped, "bad_line_examples": list(self.examples)}
+
+
+def iter_raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, raw_bytes)`` (1-based, line ending stripped) from a file.
+
+    Lines stay bytes so that non-UTF-8 input is reported per line instead of failing the
+    whole file inside Python's text decoder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+                if raw.endswith(b"\r"):
+                    raw = raw[:-1]
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark is not part of the record
+            yield line_no, raw
+
+
+def decode_record(raw: bytes, path: str | Path, line_no: int) -> dict[str, Any]:
+    """Parse one JSONL line into a JSON object, or raise :class:`BadRecordError`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRecordError(path, line_no, f"not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise BadRecordError(path, line_no, "empty line")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRecordError(path, line_no, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise BadRecordError(path, line_no, f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def get_text(record: dict[str, Any], key: str, path: str | Path, line_no: int) -> str:
+    """Return ``record[key]`` if it is a string, else raise :class:`BadRecordError`."""
+    if key not in record:
+        raise BadRecordError(path, line_no, f"missing key {key!r}")
+    value = record[key]
+    if not isinstance(value, str):
+        raise BadRecordError(
+            path, line_no, f"key {key!r} must be a string, got {type(value).__name__}"
+        )
+    return value
+
+
+def get_messages(
+    record: dict[str, Any], key: str, path: str | Path, line_no: int
+) -> list[dict[str, str]]:
+    """Return a validated ``[{"role", "content"}, ...]`` list from ``record[key]``."""
+    if key not in record:
+        raise BadRecordError(path, line_no, f"missing key {key!r}")
+    messages = record[key]
+    if not isinstance(messages, list) or not messages:
+        raise BadRecordError(path, line_no, f"key {key!r} must be a non-empty list of messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRecordError(path, line_no, f"{key}[{index}] must be an object")
+        for field_name in ("role", "content"):
+            if field_name not in message:
+                raise BadRecordError(path, line_no, f"{key}[{index}]: missing key {field_name!r}")
+            if not isinstance(message[field_name], str):
+                raise BadRecordError(
+                    path,
+                    line_no,
+                    f"{key}[{index}].{field_name} must be a string, "
+                    f"got {type(message[field_name]).__name__}",
+                )
+    return messages
+
+
+def iter_texts(
+    paths: list[str | Path], key: str = "text", skip_bad: bool = False, stats: SkipStats | None = None
+) -> Iterator[str]:
+    """Yield the ``key`` strings of JSONL files (``.txt`` files: each non-empty line).
+
+    Bad lines raise :class:`BadRecordError` unless ``skip_bad``, in which case they are
+    counted in ``stats``.
+    """
+    for path in paths:
+        plain_text = str(path).endswith(".txt")
+        for line_no, raw in iter_raw_lines(path):
+            try:
+                if plain_text:
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise BadRecordError(
+                            path, line_no, f"not valid UTF-8 (byte {exc.start})"
+                        ) from None
+                    if not text.strip():
+                        continue
+                    yield text
+                else:
+                    yield get_text(decode_record(raw, path, line_no), key, path, line_no)
+            except BadRecordError as err:
+                if not skip_bad:
+                    raise
+                if stats is not None:
+                    stats.add(str(err))
