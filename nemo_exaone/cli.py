@@ -15,6 +15,7 @@ import warnings
 COMMAND_MODULES: tuple[str, ...] = (
     "nemo_exaone.commands.info",
     "nemo_exaone.checkpoint.cli",
+    "nemo_exaone.data.cli",
 )
 
 

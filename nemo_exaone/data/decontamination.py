@@ -1,0 +1,612 @@
+"""Benchmark decontamination, the EXAONE 3.5 way (substring sampling against a window pool).
+
+Method: normalize every test item to alphanumerics only; pool every unique substring of
+``window`` (S=50) characters, stride 1; from each normalized training example sample
+``samples`` (N=10) windows; the example is contaminated, and removed, if any sampled window
+is in the pool.
+
+Choices made here (also in the report's ``params``):
+
+* Normalization = Unicode NFKC, then ``str.casefold()``, then keep only characters that are
+  letters or digits in Unicode (``str.isalnum``: Hangul, CJK, accented Latin all count;
+  punctuation, spaces and ``_`` are dropped). Case is folded so that re-cased copies of a
+  benchmark item ("THE ANSWER IS") are still caught; NFKC maps full-width and compatibility
+  forms to their plain letters for the same reason.
+* A test item contributes windows from each of its text fields separately (a window never
+  spans two fields or two items). Fields shorter than S contribute nothing (counted).
+* A training example shorter than S after normalization has no window to sample and is
+  KEPT (counted as ``kept_shorter_than_window``): by the method's definition it cannot
+  contain a test window. One with fewer than N windows has all its windows checked.
+* The N windows are drawn without replacement by ``random.Random`` seeded with
+  ``(seed, xxh3-64 of the normalized example)``: the decision for an example depends only
+  on its text, the seed, S and N, not on its position in the file or the number of workers.
+* The pool is a sorted ``uint64`` array of window hashes (a polynomial hash mod 2**64,
+  computed for all test windows at once with prefix sums in numpy, then bit-mixed) with,
+  for each hash, the window's offset into the stored normalized test text. Every hash hit
+  is confirmed by comparing the actual characters, so a hash collision can never remove a
+  clean example.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from nemo_exaone.data.atomic import atomic_outputs
+from nemo_exaone.data.jsonl import (
+    BadRecordError,
+    SkipStats,
+    decode_record,
+    get_text,
+    iter_raw_lines,
+)
+
+__all__ = [
+    "DecontaminationConfig",
+    "WindowPool",
+    "build_window_pool",
+    "decontaminate",
+    "normalize_text",
+    "window_hashes",
+    "sampled_window_starts",
+]
+
+FULL_MASK = (1 << 64) - 1
+_BASE = 0x9E3779B97F4A7C15  # odd, hence invertible mod 2**64 (needed by the prefix-sum trick)
+_BASE_INV = pow(_BASE, -1, 1 << 64)
+_HASH_CHUNK_CHARS = 1 << 21  # bounded temporary memory while hashing the test text
+
+
+@lru_cache(maxsize=1)
+def _alnum_table() -> np.ndarray:
+    """``table[codepoint]`` is ``chr(codepoint).isalnum()``, for all of Unicode (1.1 MB)."""
+    return np.fromiter((chr(i).isalnum() for i in range(0x110000)), dtype=bool, count=0x110000)
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def normalize_codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalize many texts at once: ``(codepoints of all results, start offsets + end)``.
+
+    One encode and one table lookup for the whole batch instead of a regex per text.
+    """
+    folded = [_fold(text) for text in texts]
+    raw = _codepoints("".join(folded))
+    keep = _alnum_table()[raw]
+    raw_lengths = np.fromiter((len(f) for f in folded), dtype=np.int64, count=len(folded))
+    raw_starts = np.cumsum(raw_lengths) - raw_lengths
+    # Characters dropped per text, from the (sparse) positions of dropped characters.
+    dropped = np.flatnonzero(~keep)
+    edges = np.searchsorted(dropped, np.append(raw_starts, len(raw)))
+    lengths = raw_lengths - np.diff(edges)
+    bounds = np.zeros(len(folded) + 1, dtype=np.int64)
+    bounds[1:] = np.cumsum(lengths)
+    return raw[keep], bounds
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, case-folded, letters and digits only (see module doc)."""
+    codepoints, _ = normalize_codepoints([text])
+    return codepoints.astype("<u4").tobytes().decode("utf-32-le")
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer: spreads the polynomial hash over all 64 bits (in place)."""
+    values ^= values >> np.uint64(30)
+    values *= np.uint64(0xBF58476D1CE4E5B9)
+    values ^= values >> np.uint64(27)
+    values *= np.uint64(0x94D049BB133111EB)
+    values ^= values >> np.uint64(31)
+    return values
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    out = np.full(count, base, dtype=np.uint64)
+    out[0] = 1
+    return np.cumprod(out, dtype=np.uint64)  # wraps mod 2**64, as intended
+
+
+def window_hashes(codepoints: np.ndarray, window: int) -> np.ndarray:
+    """Hashes of every ``window``-long substring (stride 1) of a codepoint array, O(n).
+
+    H_i = sum_t c[i+t] * B**(window-1-t) mod 2**64, from prefix sums of c[j] * B**-j.
+    """
+    n = len(codepoints) - window + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        c = codepoints.astype(np.uint64)
+        prefix = np.zeros(len(c) + 1, dtype=np.uint64)
+        np.cumsum(c * _powers(_BASE_INV, len(c)), dtype=np.uint64, out=prefix[1:])
+        hashes = (prefix[window:] - prefix[:n]) * _powers(_BASE, len(c))[window - 1:]
+        return _mix(hashes)
+
+
+def _direct_hashes(codepoints: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """The same hash for a few chosen windows (training side): gather and dot product."""
+    with np.errstate(over="ignore"):
+        matrix = codepoints[starts[:, None] + np.arange(window)].astype(np.uint64)
+        weights = _powers(_BASE, window)[::-1].copy()
+        return _mix((matrix * weights).sum(axis=1, dtype=np.uint64))
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _example_keys(codepoints: np.ndarray, bounds: np.ndarray, seed: int) -> np.ndarray:
+    """A 64-bit key per example from its normalized text and the seed (xxh3-64)."""
+    data = codepoints.astype("<u4", copy=False)
+    keys = [
+        xxhash.xxh3_64_intdigest(data[a:b].tobytes(), seed=seed & FULL_MASK)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())
+    ]
+    return np.asarray(keys, dtype=np.uint64)
+
+
+def sample_windows(
+    lengths: np.ndarray, keys: np.ndarray, window: int, samples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts to check for each example: ``(example_index, start)`` arrays.
+
+    Stratified sampling: the example's ``count = length - window + 1`` window starts are cut
+    into ``samples`` equal strata and one start is drawn from each with a counter-based
+    generator keyed by the example, so the N windows are distinct, spread over the whole
+    example, and reproducible. ``samples == 0`` (or ``count <= samples``) checks every window.
+    """
+    counts = np.asarray(lengths, dtype=np.int64) - window + 1
+    eligible = counts > 0
+    exhaustive = eligible & ((counts <= samples) | (samples == 0))
+    sampled = np.nonzero(eligible & ~exhaustive)[0]
+    owners: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    full = np.nonzero(exhaustive)[0]
+    if len(full):
+        repeats = counts[full]
+        owners.append(np.repeat(full, repeats))
+        first = np.repeat(np.cumsum(repeats) - repeats, repeats)
+        starts.append(np.arange(int(repeats.sum()), dtype=np.int64) - first)
+    if len(sampled):
+        count = counts[sampled][:, None]
+        stratum = np.arange(samples, dtype=np.int64)[None, :]
+        low = stratum * count // samples
+        width = (stratum + 1) * count // samples - low
+        with np.errstate(over="ignore"):
+            draws = keys[sampled][:, None] + (stratum.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+            draws = _mix(draws)
+        owners.append(np.repeat(sampled, samples))
+        starts.append((low + (draws % width.astype(np.uint64)).astype(np.int64)).reshape(-1))
+    if not owners:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    owner = np.concatenate(owners)
+    start = np.concatenate(starts)
+    order = np.argsort(owner, kind="stable")
+    return owner[order], start[order]
+
+
+def sampled_window_starts(text: str, window: int = 50, samples: int = 10, seed: int = 0) -> list[int]:
+    """Start offsets (into the normalized text) of the windows checked for one example."""
+    codepoints, bounds = normalize_codepoints([text])
+    keys = _example_keys(codepoints, bounds, seed)
+    _, starts = sample_windows(np.diff(bounds), keys, window, samples)
+    return starts.tolist()
+
+
+# ---- the pool ---------------------------------------------------------------------------
+
+
+@dataclass
+class WindowPool:
+    """Every unique normalized test window, stored as hashes + offsets into the test text."""
+
+    window: int
+    hashes: np.ndarray  # sorted uint64 (masked by hash_mask)
+    offsets: np.ndarray  # uint32/uint64 start of each window in ``text``
+    text: np.ndarray  # codepoints of all normalized test fields, concatenated
+    segment_starts: np.ndarray  # int64 start of each field in ``text``
+    segment_item: np.ndarray  # int64 item index of each field
+    item_ids: list  # id of each item (its "id" value, else "<file>:<line>")
+    item_set: np.ndarray  # int32 test-set index of each item
+    set_names: list[str]
+    hash_mask: int = FULL_MASK
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.hashes, self.offsets, self.text, self.segment_starts, self.segment_item,
+                  self.item_set)
+        return int(sum(a.nbytes for a in arrays))
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def find(
+        self, codepoints: np.ndarray, starts: np.ndarray, hashes: np.ndarray | None = None
+    ) -> list[tuple[int, int] | None]:
+        """For each window start: ``(window_offset_in_pool_text, start)`` of a confirmed match,
+        or None. Hash hits whose characters differ (collisions) are not matches.
+
+        ``hashes`` (unmasked) may be given when the caller already computed them.
+        """
+        if len(starts) == 0:
+            return []
+        if hashes is None:
+            hashes = _direct_hashes(codepoints, starts, self.window)
+        hashes = hashes & np.uint64(self.hash_mask)
+        left = np.searchsorted(self.hashes, hashes, side="left")
+        right = np.searchsorted(self.hashes, hashes, side="right")
+        found: list[tuple[int, int] | None] = [None] * len(starts)
+        for k in np.nonzero(right > left)[0]:
+            candidate = codepoints[starts[k]: starts[k] + self.window]
+            for index in range(left[k], right[k]):
+                offset = int(self.offsets[index])
+                if np.array_equal(self.text[offset: offset + self.window], candidate):
+                    found[k] = (offset, int(starts[k]))
+                    break
+        return found
+
+    def describe_match(self, offset: int) -> tuple[int, object, str]:
+        """``(test_set_index, test_item_id, window_text)`` of a pool window offset."""
+        segment = int(np.searchsorted(self.segment_starts, offset, side="right")) - 1
+        item = int(self.segment_item[segment])
+        window_text = self.text[offset: offset + self.window].astype("<u4").tobytes()
+        return int(self.item_set[item]), self.item_ids[item], window_text.decode("utf-32-le")
+
+
+def _read_test_items(path: str, keys: list[str], id_key: str, skip: SkipStats | None):
+    for line_no, raw in iter_raw_lines(path):
+        try:
+            record = decode_record(raw, path, line_no)
+            fields: list[str] = []
+            for key in keys:
+                value = record.get(key)
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    fields.extend(value)  # e.g. multiple-choice options
+                else:
+                    fields.append(get_text(record, key, path, line_no))
+        except BadRecordError as err:
+            if skip is None:
+                raise
+            skip.add(str(err))
+            continue
+        item_id = record.get(id_key)
+        yield (item_id if isinstance(item_id, (str, int)) else f"{path}:{line_no}"), fields
+
+
+def build_window_pool(
+    test_paths: list[str],
+    keys: list[str],
+    window: int = 50,
+    id_key: str = "id",
+    hash_mask: int = FULL_MASK,
+    skip: SkipStats | None = None,
+) -> WindowPool:
+    """Read, normalize and hash every test set into a :class:`WindowPool`.
+
+    ``hash_mask`` exists for tests: a tiny mask forces hash collisions, which exact
+    confirmation must absorb.
+    """
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    fields: list[str] = []
+    field_item: list[int] = []
+    item_ids: list = []
+    item_set: list[int] = []
+    for set_index, path in enumerate(test_paths):
+        for item_id, item_fields in _read_test_items(path, keys, id_key, skip):
+            fields.extend(item_fields)
+            field_item.extend([len(item_ids)] * len(item_fields))
+            item_ids.append(item_id)
+            item_set.append(set_index)
+    codepoints, bounds = normalize_codepoints(fields)
+    lengths = np.diff(bounds)
+    long_enough = lengths >= window
+    short_fields = int((~long_enough).sum())
+    text = codepoints[np.repeat(long_enough, lengths)]  # fields shorter than S are dropped
+    kept_lengths = lengths[long_enough]
+    starts = np.zeros(len(kept_lengths) + 1, dtype=np.int64)
+    np.cumsum(kept_lengths, out=starts[1:])
+    segment_item = np.asarray(field_item, dtype=np.int64)[long_enough]
+    segment_starts = starts[:-1]
+    length = int(starts[-1])
+    all_hashes: list[np.ndarray] = []
+    all_offsets: list[np.ndarray] = []
+    segment = 0
+    while segment < len(segment_starts):  # hash groups of whole fields, ~2M chars at a time
+        last = segment + 1
+        while last < len(segment_starts) and starts[last + 1] - starts[segment] <= _HASH_CHUNK_CHARS:
+            last += 1
+        begin, end = int(starts[segment]), int(starts[last])
+        hashes = window_hashes(text[begin:end], window)
+        local = np.arange(len(hashes), dtype=np.int64) + begin
+        owner = np.searchsorted(starts, local, side="right") - 1
+        valid = local + window <= starts[owner + 1]
+        all_hashes.append(hashes[valid])
+        all_offsets.append(local[valid])
+        segment = last
+    hashes = np.concatenate(all_hashes) if all_hashes else np.zeros(0, np.uint64)
+    offsets = np.concatenate(all_offsets) if all_offsets else np.zeros(0, np.int64)
+    total_windows = len(hashes)
+    hashes, offsets = _unique_windows(hashes, offsets, text, window)
+    if hash_mask != FULL_MASK:
+        hashes = hashes & np.uint64(hash_mask)
+        order = np.argsort(hashes, kind="stable")
+        hashes, offsets = hashes[order], offsets[order]
+    offset_dtype = np.uint32 if len(text) < (1 << 32) else np.uint64
+    stored_text = text.astype(np.uint16) if len(text) and text.max() < (1 << 16) else text
+    return WindowPool(
+        window=window,
+        hashes=hashes,
+        offsets=offsets.astype(offset_dtype),
+        text=stored_text,
+        segment_starts=segment_starts.copy(),
+        segment_item=segment_item,
+        item_ids=item_ids,
+        item_set=np.asarray(item_set, dtype=np.int32),
+        set_names=[str(p) for p in test_paths],
+        hash_mask=hash_mask,
+        stats={
+            "test_items": len(item_ids),
+            "test_characters_normalized": int(length),
+            "test_fields_shorter_than_window": short_fields,
+            "test_windows": int(total_windows),
+            "unique_windows": int(len(hashes)),
+        },
+    )
+
+
+def _unique_windows(hashes: np.ndarray, offsets: np.ndarray, text: np.ndarray, window: int):
+    """Sort by full 64-bit hash; drop a window only if it equals its predecessor character
+    for character (equal hash alone is not enough, so distinct strings are never merged)."""
+    order = np.argsort(hashes, kind="stable")
+    hashes, offsets = hashes[order], offsets[order]
+    keep = np.ones(len(hashes), dtype=bool)
+    same_hash = np.nonzero(hashes[1:] == hashes[:-1])[0] + 1
+    span = np.arange(window)
+    for begin in range(0, len(same_hash), 1 << 16):
+        rows = same_hash[begin: begin + (1 << 16)]
+        current = text[offsets[rows][:, None] + span]
+        previous = text[offsets[rows - 1][:, None] + span]
+        keep[rows[(current == previous).all(axis=1)]] = False
+    return hashes[keep], offsets[keep]
+
+
+# ---- scanning the training data ---------------------------------------------------------
+
+
+@dataclass
+class DecontaminationConfig:
+    """Inputs, outputs and the method's parameters (S = window, N = samples)."""
+
+    train: str
+    tests: list[str]
+    out: str
+    report: str
+    text_key: str = "text"
+    test_keys: list[str] | None = None  # None: the same key as the training data
+    id_key: str = "id"
+    window: int = 50
+    samples: int = 10
+    seed: int = 0
+    workers: int = 1  # scanning processes; 0 scans in this process
+    chunk_lines: int = 2000
+    skip_bad: bool = False
+    show_progress: bool = True
+    hash_mask: int = FULL_MASK  # test hook only: force collisions
+
+    def __post_init__(self) -> None:
+        if not self.tests:
+            raise ValueError("give at least one test set (--test)")
+        if self.window < 1 or self.samples < 1:
+            raise ValueError("window (S) and samples (N) must be >= 1")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0")
+        if self.test_keys is None:
+            self.test_keys = [self.text_key]
+
+
+_SCAN: dict = {}
+
+
+def _init_scanner(pool: WindowPool, config: DecontaminationConfig) -> None:
+    _SCAN.update(pool=pool, config=config)
+
+
+@dataclass
+class _ScanChunk:
+    line_numbers: list[int]
+    lines: list[bytes]
+
+
+@dataclass
+class _ScanResult:
+    kept: list[bool]
+    removed: list[dict]
+    errors: list[tuple[str, int, str]]
+    short: int
+    text_bytes: int
+
+
+def _scan_chunk(chunk: _ScanChunk) -> _ScanResult:
+    pool: WindowPool = _SCAN["pool"]
+    config: DecontaminationConfig = _SCAN["config"]
+    path = config.train
+    kept = [False] * len(chunk.lines)
+    errors: list[tuple[str, int, str]] = []
+    texts: list[str] = []
+    positions: list[int] = []
+    ids: list = []
+    text_bytes = 0
+    for position, (line_no, raw) in enumerate(zip(chunk.line_numbers, chunk.lines)):
+        try:
+            record = decode_record(raw, path, line_no)
+            texts.append(get_text(record, config.text_key, path, line_no))
+        except BadRecordError as err:
+            errors.append((err.path, err.line_no, err.reason))
+            continue
+        text_bytes += len(raw)
+        kept[position] = True
+        positions.append(position)
+        record_id = record.get(config.id_key)
+        ids.append(record_id if isinstance(record_id, (str, int)) else None)
+    # Normalize, sample, hash and look up the whole chunk at once.
+    codepoints, bounds = normalize_codepoints(texts)
+    lengths = np.diff(bounds)
+    keys = _example_keys(codepoints, bounds, config.seed)
+    owners, local_starts = sample_windows(lengths, keys, config.window, config.samples)
+    starts = bounds[:-1][owners] + local_starts
+    hashes = None
+    if len(starts) * config.window > 4 * len(codepoints):  # dense (exhaustive): roll instead
+        hashes = window_hashes(codepoints, config.window)[starts]
+    matches = pool.find(codepoints, starts, hashes)
+    removed: list[dict] = []
+    flagged: set[int] = set()
+    for owner, match in zip(owners.tolist(), matches):
+        if match is None or owner in flagged:
+            continue
+        flagged.add(owner)
+        position = positions[owner]
+        kept[position] = False
+        set_index, item_id, window_text = pool.describe_match(match[0])
+        removed.append({
+            "id": ids[owner] if ids[owner] is not None else f"line:{chunk.line_numbers[position]}",
+            "line": chunk.line_numbers[position],
+            "test_set": pool.set_names[set_index],
+            "test_item": item_id,
+            "matched_window": window_text,
+        })
+    short = int((lengths < config.window).sum())
+    return _ScanResult(kept, removed, errors, short, text_bytes)
+
+
+def _iter_scan_chunks(path: str, chunk_lines: int) -> Iterator[_ScanChunk]:
+    numbers: list[int] = []
+    lines: list[bytes] = []
+    for line_no, raw in iter_raw_lines(path):
+        numbers.append(line_no)
+        lines.append(raw)
+        if len(lines) >= chunk_lines:
+            yield _ScanChunk(numbers, lines)
+            numbers, lines = [], []
+    if lines:
+        yield _ScanChunk(numbers, lines)
+
+
+def _scanned(config: DecontaminationConfig, pool: WindowPool):
+    chunks = _iter_scan_chunks(config.train, config.chunk_lines)
+    if config.workers == 0:
+        _init_scanner(pool, config)
+        for chunk in chunks:
+            yield chunk, _scan_chunk(chunk)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    # fork shares the pool's arrays with the workers copy-on-write instead of pickling them.
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with context.Pool(config.workers, initializer=_init_scanner, initargs=(pool, config)) as procs:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append((chunk, procs.apply_async(_scan_chunk, (chunk,))))
+            if len(pending) >= 4 * config.workers:
+                done, result = pending.popleft()
+                yield done, result.get()
+        while pending:
+            done, result = pending.popleft()
+            yield done, result.get()
+
+
+def decontaminate(config: DecontaminationConfig, pool: WindowPool | None = None) -> dict:
+    """Write the training examples that survive to ``config.out``; return (and write) the report.
+
+    Kept lines are copied byte for byte. Bad lines stop the run with ``file:line: reason``
+    unless ``skip_bad``; nothing is left at ``out``/``report`` if the run fails.
+    """
+    from tqdm import tqdm
+
+    if not Path(config.train).is_file():
+        raise FileNotFoundError(f"{config.train}: no such file")
+    started = time.perf_counter()
+    test_skips = SkipStats()
+    if pool is None:
+        pool = build_window_pool(config.tests, config.test_keys, config.window, config.id_key,
+                                 config.hash_mask, test_skips if config.skip_bad else None)
+    pool_seconds = time.perf_counter() - started
+    train_skips = SkipStats()
+    removed: list[dict] = []
+    counts = {"kept": 0, "removed": 0, "kept_shorter_than_window": 0, "train_bytes": 0}
+    scan_started = time.perf_counter()
+    with atomic_outputs([config.out, config.report]) as (out_tmp, report_tmp):
+        with open(out_tmp, "wb") as out, tqdm(total=Path(config.train).stat().st_size, unit="B",
+                                               unit_scale=True, desc="decontaminate",
+                                               disable=not config.show_progress) as bar:
+            for chunk, result in _scanned(config, pool):
+                for path, line_no, reason in result.errors:
+                    error = BadRecordError(path, line_no, reason)
+                    if not config.skip_bad:
+                        raise error
+                    train_skips.add(str(error))
+                for raw, keep in zip(chunk.lines, result.kept):
+                    if keep:
+                        out.write(raw + b"\n")
+                counts["kept"] += sum(result.kept)
+                counts["removed"] += len(result.removed)
+                counts["kept_shorter_than_window"] += result.short
+                counts["train_bytes"] += result.text_bytes
+                removed.extend(result.removed)
+                bar.update(sum(len(line) + 1 for line in chunk.lines))
+        scan_seconds = time.perf_counter() - scan_started
+        report = _report(config, pool, counts, removed, train_skips, test_skips, pool_seconds,
+                         scan_seconds)
+        Path(report_tmp).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n",
+                                    encoding="utf-8")
+    return report
+
+
+def _report(config, pool, counts, removed, train_skips, test_skips, pool_seconds,
+            scan_seconds) -> dict:
+    per_set = {
+        name: {"removed": 0, "removed_ids": [], "matches": []} for name in pool.set_names
+    }
+    for entry in removed:
+        bucket = per_set[entry["test_set"]]
+        bucket["removed"] += 1
+        bucket["removed_ids"].append(entry["id"])
+        bucket["matches"].append({k: entry[k] for k in ("id", "line", "test_item",
+                                                        "matched_window")})
+    megabytes = counts["train_bytes"] / 1e6
+    return {
+        "removed": counts["removed"],
+        "kept": counts["kept"],
+        "kept_shorter_than_window": counts["kept_shorter_than_window"],
+        "skipped_bad_lines": train_skips.skipped,
+        "bad_line_examples": train_skips.examples,
+        "skipped_bad_test_lines": test_skips.skipped,
+        "test_sets": per_set,
+        "params": {
+            "window": config.window, "samples": config.samples, "seed": config.seed,
+            "normalization": "NFKC + casefold + letters/digits only",
+            "text_key": config.text_key, "test_keys": config.test_keys,
+        },
+        "pool": {**pool.stats, "bytes": pool.nbytes},
+        "timing": {
+            "pool_seconds": round(pool_seconds, 4),
+            "scan_seconds": round(scan_seconds, 4),
+            "train_megabytes": round(megabytes, 4),
+            "train_mb_per_second": round(megabytes / scan_seconds, 3) if scan_seconds else None,
+        },
+        "inputs": {"train": config.train, "tests": list(config.tests), "out": config.out},
+    }
