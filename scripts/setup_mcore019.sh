@@ -18,9 +18,13 @@ fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip >&2
 "$PY" -c "import torch" >/dev/null 2>&1 || "$PY" -m pip install -q "torch==2.13.0" >&2
-log "installing megatron-core==0.19.2"
-"$PY" -m pip install -q --ignore-requires-python "megatron-core==0.19.2" >&2
+# The package and its dependencies first (resolved for this Python, so numpy is one with a
+# wheel here), then megatron-core 0.19.2 alone: with --ignore-requires-python pip would also
+# take the newest numpy sdist, which refuses to build on 3.11.
 "$PY" -m pip install -q -e "$ROOT[dev]" >&2
+log "installing megatron-core==0.19.2"
+"$PY" -m pip install -q --no-deps --ignore-requires-python "megatron-core==0.19.2" >&2
+"$PY" -m pip check >&2 || true
 "$PY" -c "from importlib.metadata import version as v; assert v('megatron-core') == '0.19.2', v('megatron-core')"
 echo "$WANT" > "$STAMP"
 echo "$PY"
