@@ -36,7 +36,7 @@ def _mcore_to_hf(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (written atomically)")
-    parser.add_argument("--dtype", choices=list(DTYPE_CHOICES), default="keep",
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="keep",
                         help="cast weights (default: keep the source dtype, bit-exact)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing non-empty output directory")

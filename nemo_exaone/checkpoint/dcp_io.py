@@ -4,9 +4,8 @@ Megatron-Core's ``torch_dist`` format *is* DCP: a ``.metadata`` file listing, fo
 its global shape and the chunks that are stored, plus ``__<rank>_<n>.distcp`` data files.
 ``dist_checkpointing.save`` needs the whole state dict in memory (its writer resolves every
 tensor before writing), so the converter drives DCP's own planner/storage API instead: the
-planner declares all chunks up front (shapes only) and :meth:`resolve_data` produces each
-chunk's data only when the storage writer asks for it, which DCP's serial loader does one
-chunk at a time. A checkpoint written this way is read by Megatron's loader like any other;
+planner declares all chunks up front (shapes only) and ``resolve_data`` produces each
+chunk's data only when the storage writer asks for it, one chunk per file, in order. A checkpoint written this way is read by Megatron's loader like any other;
 resharding to another TP/PP layout is DCP's overlap arithmetic on those chunks.
 """
 
@@ -102,7 +101,10 @@ def write_dcp(directory: Path, chunks: list[ChunkSpec], objects: dict[str, Any],
     """Write a DCP checkpoint whose chunk data come from ``produce``, in ``chunks`` order."""
     import torch.distributed.checkpoint as dcp
 
-    writer = FileSystemWriter(str(directory), single_file_per_rank=True, sync_files=True,
+    # One file per chunk: DCP's writer keeps a reference to every tensor it wrote until
+    # the file it wrote it to is closed, so a single file per rank would pin one chunk of
+    # every key (embedding, output layer and a whole layer) until the end.
+    writer = FileSystemWriter(str(directory), single_file_per_rank=False, sync_files=True,
                               thread_count=1)
     dcp.save({}, storage_writer=writer, planner=_StreamingSavePlanner(chunks, objects, produce),
              no_dist=True)

@@ -1,22 +1,27 @@
-"""Optional dtype conversion during checkpoint conversion ('keep' preserves bits)."""
+"""Optional dtype conversion during checkpoint conversion ('keep' preserves bits).
+
+Torch is imported lazily so that the CLI can list the choices without loading it.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-DTYPE_CHOICES: dict[str, torch.dtype | None] = {
-    "keep": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
-}
-
-HF_DTYPE_NAMES: dict[torch.dtype, str] = {
-    torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32",
-}
+DTYPE_CHOICES: tuple[str, ...] = ("keep", "bf16", "fp16", "fp32")
 
 
-def parse_dtype(name: str | None) -> torch.dtype | None:
+def parse_dtype(name: str | None) -> Any:
     """None for 'keep' (the source dtype), else the torch dtype; rejects unknown names."""
-    if name is None:
+    import torch
+
+    if name is None or name == "keep":
         return None
-    if name not in DTYPE_CHOICES:
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if name not in table:
         raise ValueError(f"dtype {name!r}: choose one of {', '.join(DTYPE_CHOICES)}")
-    return DTYPE_CHOICES[name]
+    return table[name]
+
+
+def hf_dtype_name(dtype: Any) -> str:
+    """'bfloat16', 'float32', ... as HF config.json's torch_dtype spells them."""
+    return str(dtype).removeprefix("torch.")

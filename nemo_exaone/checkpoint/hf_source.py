@@ -58,13 +58,14 @@ class HFSource:
         self.weights = SafetensorsSource(hf_dir)
         self._validate()
 
-    def _config_says(self, name: str) -> str:
+    def _config_says(self, name: str, missing: bool = False) -> str:
         match = _LAYER_INDEX.search(name)
         if match and int(match[1]) >= self.arch.num_layers:
             return f"config.json says num_layers={self.arch.num_layers}"
         if name == "lm_head.weight":
             return f"config.json says tie_word_embeddings={self.arch.tie_word_embeddings}"
-        return "not part of the EXAONE 3.x layout"
+        return ("the EXAONE 3.x layout of config.json's architecture needs it" if missing
+                else "not part of the EXAONE 3.x layout")
 
     def _validate(self) -> None:
         tensors = self.weights.tensors
@@ -74,7 +75,7 @@ class HFSource:
                 files = sorted({i.file for i in tensors.values()})
                 raise CheckpointError(
                     f"tensor {name!r} is missing from {self.directory} "
-                    f"(searched {', '.join(files)}); {self._config_says(name)}")
+                    f"(searched {', '.join(files)}); {self._config_says(name, missing=True)}")
         for name, info in tensors.items():
             if name not in expected:
                 if self._is_tied_copy(name):

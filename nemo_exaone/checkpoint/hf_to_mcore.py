@@ -8,6 +8,8 @@ tensors when the DCP writer asks for it, written, and dropped. The result carrie
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 
 from nemo_exaone.checkpoint.atomic_dir import atomic_directory, check_target
 from nemo_exaone.checkpoint.dcp_io import ChunkSpec, write_dcp
-from nemo_exaone.checkpoint.dtypes import HF_DTYPE_NAMES, parse_dtype
+from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
 from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE
 from nemo_exaone.checkpoint.hf_source import HFSource, read_hf_arch
 from nemo_exaone.checkpoint.mapping import WeightTable
@@ -41,6 +43,31 @@ def chunk_of(full: torch.Tensor, chunk: LayoutChunk) -> torch.Tensor:
     return region.reshape(chunk.shape)
 
 
+def split_rows(chunk: LayoutChunk, itemsize: int, max_bytes: int) -> list[LayoutChunk]:
+    """Cut a large chunk into row blocks of at most ``max_bytes``.
+
+    DCP reads a stored chunk whole before narrowing it, so smaller chunks bound the memory of
+    every later reader: the exporter, and each training rank that needs only its TP slice of
+    the embedding.
+    """
+    prepend = len(chunk.shape) - len(chunk.param_shape)
+    rows = chunk.shape[prepend]
+    row_bytes = itemsize * math.prod(chunk.shape[prepend + 1:])
+    step = max(1, max_bytes // max(row_bytes, 1))
+    if rows <= step:
+        return [chunk]
+    out = []
+    for start in range(0, rows, step):
+        size = min(step, rows - start)
+        offset, shape, param_offset = list(chunk.offset), list(chunk.shape), list(chunk.param_offset)
+        offset[prepend] += start
+        shape[prepend] = size
+        param_offset[0] += start
+        out.append(dataclasses.replace(chunk, offset=tuple(offset), shape=tuple(shape),
+                                       param_offset=tuple(param_offset)))
+    return out
+
+
 def write_megatron_files(directory: Path, layout: MegatronLayout) -> None:
     """metadata.json and common.pt, as ``dist_checkpointing.save`` writes them."""
     from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
@@ -60,6 +87,7 @@ def convert_hf_to_mcore(
     overwrite: bool = False,
     progress: bool | None = None,
     table: WeightTable = EXAONE_HF_TABLE,
+    max_chunk_bytes: int = 256 * 2**20,
 ) -> ConversionReport:
     """Convert an HF EXAONE 3.x checkpoint into a Megatron distributed checkpoint.
 
@@ -81,9 +109,10 @@ def convert_hf_to_mcore(
 
     # Table order (layer by layer), so each parameter is built once and then dropped.
     order = {name: k for k, name in enumerate(bound)}
-    chunks = sorted(layout.chunks, key=lambda c: order[c.param])
     param_dtype = {name: cast or source.weights.tensors[b.targets[0]].dtype
                    for name, b in bound.items()}
+    chunks = [piece for c in sorted(layout.chunks, key=lambda c: order[c.param])
+              for piece in split_rows(c, param_dtype[c.param].itemsize, max_chunk_bytes)]
     by_id = {(c.key, c.offset): c for c in chunks}
     specs = [ChunkSpec(c.key, c.global_shape, c.offset, c.shape, param_dtype[c.param])
              for c in chunks]
@@ -104,7 +133,7 @@ def convert_hf_to_mcore(
 
     from nemo_exaone.runtime.versions import megatron_core_version
 
-    written_dtypes = sorted({HF_DTYPE_NAMES.get(d, str(d)) for d in param_dtype.values()})
+    written_dtypes = sorted({hf_dtype_name(d) for d in param_dtype.values()})
     try:
         with atomic_directory(out_dir, overwrite) as tmp:
             write_dcp(tmp, specs, layout.objects, produce)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from nemo_exaone.checkpoint.atomic_dir import check_target, prepare_partial, publish
-from nemo_exaone.checkpoint.dtypes import HF_DTYPE_NAMES
+from nemo_exaone.checkpoint.dtypes import hf_dtype_name
 from nemo_exaone.checkpoint.errors import CheckpointError
 from nemo_exaone.checkpoint.metadata import (
     CheckpointMetadata,
@@ -75,7 +75,7 @@ def save_mcore_checkpoint(
     if _rank() == 0:
         dtype = next(_unwrap(model_chunks[0]).parameters()).dtype
         write_metadata(tmp, CheckpointMetadata(
-            hf_config=arch.to_hf_config(), dtype=HF_DTYPE_NAMES.get(dtype, str(dtype)),
+            hf_config=arch.to_hf_config(), dtype=hf_dtype_name(dtype),
             hf_source_dir=hf_source_dir, writer="save_mcore_checkpoint",
             megatron_core=megatron_core_version()))
         publish(tmp, target)

@@ -18,7 +18,7 @@ import torch
 
 from nemo_exaone.checkpoint.atomic_dir import atomic_directory, check_target
 from nemo_exaone.checkpoint.dcp_io import DistCheckpointReader
-from nemo_exaone.checkpoint.dtypes import HF_DTYPE_NAMES, parse_dtype
+from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
 from nemo_exaone.checkpoint.errors import CheckpointError
 from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, TOKENIZER_FILES, exaone_dims
 from nemo_exaone.checkpoint.mapping import WeightTable
@@ -122,7 +122,7 @@ def convert_mcore_to_hf(
             writer.close()
             config = arch.to_hf_config()
             if cast is not None:
-                config["torch_dtype"] = HF_DTYPE_NAMES[cast]
+                config["torch_dtype"] = hf_dtype_name(cast)
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             if tokenizer is not None:
                 for name in TOKENIZER_FILES:

@@ -21,9 +21,10 @@ from nemo_exaone.config.presets import ExaoneArch
 def random_hf_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed: int,
                      std: float = 0.02) -> torch.Tensor:
     gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+    values = torch.randn(shape, generator=gen, dtype=dtype)  # no fp32 detour for big tensors
     if len(shape) == 1:  # RMSNorm weights
-        return (1.0 + 0.1 * torch.randn(shape, generator=gen)).to(dtype)
-    return (torch.randn(shape, generator=gen) * std).to(dtype)
+        return values.mul_(0.1).add_(1.0)
+    return values.mul_(std)
 
 
 def hf_entries(arch: ExaoneArch, dtype: torch.dtype) -> list[TensorEntry]:
