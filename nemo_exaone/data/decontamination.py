@@ -251,13 +251,13 @@ class WindowPool:
         left = np.searchsorted(self.hashes, hashes, side="left")
         right = np.searchsorted(self.hashes, hashes, side="right")
         found: list[tuple[int, int] | None] = [None] * len(starts)
+        span = np.arange(self.window)
         for k in np.nonzero(right > left)[0]:
             candidate = codepoints[starts[k]: starts[k] + self.window]
-            for index in range(left[k], right[k]):
-                offset = int(self.offsets[index])
-                if np.array_equal(self.text[offset: offset + self.window], candidate):
-                    found[k] = (offset, int(starts[k]))
-                    break
+            offsets = self.offsets[left[k]: right[k]].astype(np.int64)
+            equal = (self.text[offsets[:, None] + span] == candidate).all(axis=1)
+            if equal.any():
+                found[k] = (int(offsets[np.argmax(equal)]), int(starts[k]))
         return found
 
     def describe_match(self, offset: int) -> tuple[int, object, str]:
@@ -401,7 +401,7 @@ class DecontaminationConfig:
     test_keys: list[str] | None = None  # None: the same key as the training data
     id_key: str = "id"
     window: int = 50
-    samples: int = 10
+    samples: int = 10  # 0: check every window of every example (exhaustive)
     seed: int = 0
     workers: int = 1  # scanning processes; 0 scans in this process
     chunk_lines: int = 2000
@@ -412,8 +412,8 @@ class DecontaminationConfig:
     def __post_init__(self) -> None:
         if not self.tests:
             raise ValueError("give at least one test set (--test)")
-        if self.window < 1 or self.samples < 1:
-            raise ValueError("window (S) and samples (N) must be >= 1")
+        if self.window < 1 or self.samples < 0:
+            raise ValueError("window (S) must be >= 1 and samples (N) >= 0 (0: every window)")
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
         if self.test_keys is None:
