@@ -1,3 +1,7 @@
 """nemo-exaone: EXAONE LLMs on NVIDIA's large-scale stack (Megatron-Core first)."""
 
+from nemo_exaone.runtime.triton_stub import install_triton_stub_if_needed
+
 __version__ = "0.1.0"
+
+install_triton_stub_if_needed()

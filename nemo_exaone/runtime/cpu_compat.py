@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
-import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,30 +149,6 @@ def _patch_megatron_rng() -> None:
         lambda record: "CPU RNG state changed" not in record.getMessage())
 
 
-def _stub_triton_kernels() -> None:
-    """megatron-core 0.19 imports MoE paged-stash triton kernels at import time; dense EXAONE
-    models never call them, so without triton that kernel module becomes an inert stand-in
-    whose kernels raise if anything ever calls them."""
-    try:
-        import triton  # noqa: F401
-        return
-    except ImportError:
-        pass
-    name = "megatron.core.transformer.moe.ops.paged_stash"
-    module = types.ModuleType(name)
-    module.GLOBAL_BLOCK_SIZE = 1024  # the value Megatron's kernel module defines
-    for kernel in ("paged_stash_copy_kernel", "paged_stash_pop_kernel"):
-        setattr(module, kernel, _missing_triton(name, kernel))
-    sys.modules.setdefault(name, module)
-
-
-def _missing_triton(module: str, attr: str):
-    def kernel(*_: Any, **__: Any) -> None:
-        raise RuntimeError(f"{module}.{attr} needs triton and CUDA; it is not available on CPU")
-
-    return kernel
-
-
 def cpu_compat_active() -> bool:
     return _ENABLED
 
@@ -189,7 +163,6 @@ def enable_cpu_compat() -> bool:
         return True
     if torch.cuda.is_available():
         return False
-    _stub_triton_kernels()
     _patch_torch_cuda()
     _patch_megatron_rng()
     _MODE = _CudaToCpuMode()
