@@ -6,13 +6,19 @@ import json
 
 import numpy as np
 import pytest
-from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from nemo_exaone.cli import main
 from nemo_exaone.data.assets import asset_paths, build_tiny_tokenizer
 from nemo_exaone.data.chat_format import encode_chat
 from nemo_exaone.data.preprocess import PreprocessConfig, mask_prefix, preprocess
 from nemo_exaone.data.tokenizer import load_tokenizer
+
+
+def IndexedDataset(prefix):  # noqa: N802 - imported after nemo_exaone (megatron 0.19 stub)
+    from megatron.core.datasets.indexed_dataset import IndexedDataset as Megatron
+
+    return Megatron(str(prefix))
+
 
 TEXTS = ["첫 번째 문서입니다.", "The second document.", "", "세 번째, third: 혼합 mixed 😀"]
 

@@ -249,10 +249,13 @@ class WindowPool:
             hashes = _direct_hashes(codepoints, starts, self.window)
         hashes = hashes & np.uint64(self.hash_mask)
         left = np.searchsorted(self.hashes, hashes, side="left")
-        right = np.searchsorted(self.hashes, hashes, side="right")
+        inside = np.minimum(left, max(len(self.hashes) - 1, 0))
+        hit = (left < len(self.hashes)) & (self.hashes[inside] == hashes) if len(self) else left < 0
+        right = left.copy()
+        right[hit] = np.searchsorted(self.hashes, hashes[hit], side="right")
         found: list[tuple[int, int] | None] = [None] * len(starts)
         span = np.arange(self.window)
-        for k in np.nonzero(right > left)[0]:
+        for k in np.nonzero(hit)[0]:
             candidate = codepoints[starts[k]: starts[k] + self.window]
             offsets = self.offsets[left[k]: right[k]].astype(np.int64)
             equal = (self.text[offsets[:, None] + span] == candidate).all(axis=1)

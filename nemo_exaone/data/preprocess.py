@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -178,10 +179,10 @@ def _encode_chunk(chunk: _Chunk) -> _EncodedChunk:
     if texts:
         docs = [ids + eod for ids in tokenizer.encode_batch(texts)]
     lengths = [len(d) for d in docs]
-    flat = np.fromiter((t for d in docs for t in d), dtype=np.int64, count=sum(lengths))
+    flat = np.fromiter(chain.from_iterable(docs), dtype=np.int64, count=sum(lengths))
     mask_flat = None
     if _WORKER["mode"] == "chat":
-        mask_flat = np.fromiter((m for d in masks for m in d), dtype=np.uint8, count=sum(lengths))
+        mask_flat = np.fromiter(chain.from_iterable(masks), dtype=np.uint8, count=sum(lengths))
     return _EncodedChunk(flat, lengths, mask_flat, errors, chunk.nbytes)
 
 
