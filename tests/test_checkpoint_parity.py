@@ -50,11 +50,21 @@ LLAMA_RENAMES = (
 
 
 # ----------------------------------------------------------------------------- workers
-def _convert_all(jobs: list[dict]) -> list[dict]:
-    """HF -> Megatron for every case, plus a bf16 streaming round trip (one process)."""
+def _convert_all(jobs: list[dict]) -> tuple[list[dict], dict]:
+    """HF -> Megatron for every case, plus a bf16 streaming round trip (one process); and
+    Megatron's own checkpoint layout of every preset (meta device) against the table."""
+    from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, exaone_dims
     from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
+    from nemo_exaone.checkpoint.mcore_layout import check_layout_covers, megatron_layout
     from nemo_exaone.checkpoint.mcore_to_hf import convert_mcore_to_hf
+    from nemo_exaone.config.presets import PRESET_NAMES
 
+    layouts = {}
+    for preset in PRESET_NAMES:
+        arch = get_preset(preset)
+        layout = megatron_layout(arch, EXAONE_HF_TABLE)
+        check_layout_covers(layout, [b.megatron for b in EXAONE_HF_TABLE.bind(exaone_dims(arch))])
+        layouts[preset] = {c.key: c.global_shape for c in layout.chunks}
     reports = []
     for job in jobs:
         reports.append(convert_hf_to_mcore(job["hf"], job["ckpt"], tensor_parallel=2,
@@ -62,7 +72,7 @@ def _convert_all(jobs: list[dict]) -> list[dict]:
         if job.get("back"):
             convert_mcore_to_hf(job["ckpt"], job["back"], max_shard_size=job["shard"],
                                 progress=False)
-    return reports
+    return reports, layouts
 
 
 def _logits(chunks: list, tokens: torch.Tensor) -> torch.Tensor | None:
@@ -162,12 +172,12 @@ def run(tmp_path_factory) -> dict:
     jobs.append(dict(hf=str(bf16), ckpt=str(root / "mc_bf16"), back=str(root / "back_bf16"),
                      shard=150_000))
     tokens = torch.randint(0, 2048, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
-    reports = spawn_local(_convert_all, 1, jobs)[0]
+    reports, layouts = spawn_local(_convert_all, 1, jobs)[0]
     ranks = spawn_local(_parity_worker, 4, cases, tokens)
     merged: dict = {}
     for rank_out in ranks:
         merged.update({k: v for k, v in rank_out.items() if v is not None})
-    return dict(cases=cases, tokens=tokens, results=merged, reports=reports,
+    return dict(cases=cases, tokens=tokens, results=merged, reports=reports, layouts=layouts,
                 bf16=(bf16, root / "back_bf16"))
 
 
@@ -269,3 +279,13 @@ def test_converted_checkpoint_records_architecture(run):
         assert metadata.writer == "hf-to-mcore" and metadata.dtype == "float32"
         assert metadata.hf_source_dir == case["hf"]
     assert all(r["tensors"] > 0 for r in run["reports"])
+
+
+def test_megatron_layout_of_every_preset_matches_the_table(run):
+    """Stacked-layer keys with TP/PP-agnostic global shapes, e.g. EXAONE 3.5 32B."""
+    big = run["layouts"]["exaone3.5-32b"]
+    assert big["decoder.layers.self_attention.linear_qkv.weight"] == (64, 5120 + 2 * 1024, 5120)
+    assert big["decoder.layers.mlp.linear_fc1.weight"] == (64, 2 * 27392, 5120)
+    assert big["decoder.layers.self_attention.linear_qkv.layer_norm_weight"] == (64, 5120)
+    assert big["output_layer.weight"] == (102400, 5120)
+    assert "output_layer.weight" not in run["layouts"]["exaone3.5-2.4b"]  # tied

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,8 +107,10 @@ def write_dcp(directory: Path, chunks: list[ChunkSpec], objects: dict[str, Any],
     # every key (embedding, output layer and a whole layer) until the end.
     writer = FileSystemWriter(str(directory), single_file_per_rank=False, sync_files=True,
                               thread_count=1)
-    dcp.save({}, storage_writer=writer, planner=_StreamingSavePlanner(chunks, objects, produce),
-             no_dist=True)
+    with warnings.catch_warnings():  # single process by design; DCP warns about that
+        warnings.filterwarnings("ignore", message=".*torch.distributed is disabled.*")
+        dcp.save({}, storage_writer=writer,
+                 planner=_StreamingSavePlanner(chunks, objects, produce), no_dist=True)
 
 
 class _RegionLoadPlanner(LoadPlanner):

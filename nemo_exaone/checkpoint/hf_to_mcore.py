@@ -148,5 +148,6 @@ def convert_hf_to_mcore(
             written = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
     finally:
         bar.close()
-    return ConversionReport("hf-to-mcore", str(hf_dir), str(out_dir), len(bound), total,
+    return ConversionReport("hf-to-mcore", str(hf_dir), str(out_dir),
+                            len(source.weights.tensors), total,
                             written, time.perf_counter() - start)

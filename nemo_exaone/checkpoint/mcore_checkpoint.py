@@ -14,7 +14,12 @@ from typing import Any
 
 import torch
 
-from nemo_exaone.checkpoint.atomic_dir import check_target, prepare_partial, publish
+from nemo_exaone.checkpoint.atomic_dir import (
+    check_target,
+    partial_path,
+    prepare_partial,
+    publish,
+)
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name
 from nemo_exaone.checkpoint.errors import CheckpointError
 from nemo_exaone.checkpoint.metadata import (
@@ -65,12 +70,12 @@ def save_mcore_checkpoint(
     from nemo_exaone.runtime.versions import megatron_core_version
 
     target = Path(ckpt_dir).absolute()
+    check_target(target, overwrite)  # every rank, so that all of them stop together
     if _rank() == 0:
-        check_target(target, overwrite)
         target.parent.mkdir(parents=True, exist_ok=True)
         prepare_partial(target)
     _barrier()
-    tmp = target.parent / f".{target.name}.partial"
+    tmp = partial_path(target)
     dist_checkpointing.save(model_sharded_state_dict(model_chunks), str(tmp))
     if _rank() == 0:
         dtype = next(_unwrap(model_chunks[0]).parameters()).dtype

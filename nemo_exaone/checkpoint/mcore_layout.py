@@ -102,7 +102,10 @@ def megatron_layout(arch: ExaoneArch, table: WeightTable) -> MegatronLayout:
     from nemo_exaone.model.builder import ModelOptions, build_model
 
     with single_process_megatron():
-        model = build_model(arch, options=ModelOptions(spec="local"), meta_device=True)
+        # CPU-style initialisation: on a GPU machine Megatron would otherwise allocate every
+        # parameter on the GPU (an explicit device wins over the meta-device context).
+        options = ModelOptions(spec="local", extra_config={"use_cpu_initialization": True})
+        model = build_model(arch, options=options, meta_device=True)
         sharded = model.sharded_state_dict()
         strategy = get_default_save_sharded_strategy()
         backend = (strategy.backend, strategy.version)
