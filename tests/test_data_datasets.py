@@ -194,3 +194,35 @@ def test_sft_dataset_trains_only_on_assistant_tokens(data):
     assert sorted(assistant_text) == expected
     with pytest.raises(FileNotFoundError, match="not a chat dataset"):
         build_sft_dataset(root / "a", seq_length=64)
+
+
+@pytest.mark.slow
+def test_compiled_helpers_match_the_shipped_extension(tmp_path):
+    """The fallback build of Megatron's helpers.cpp (used where the wheel lacks the .so)."""
+    pytest.importorskip("pybind11")
+    import importlib.machinery
+    import importlib.util
+    import shutil
+
+    if not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("no C++ compiler")
+    from nemo_exaone.data.megatron_helpers import compile_dataset_helpers
+
+    path = compile_dataset_helpers(tmp_path)
+    name = "nemo_exaone_compiled.helpers_cpp"  # not registered: the shipped one stays in use
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    compiled = importlib.util.module_from_spec(
+        importlib.util.spec_from_file_location(name, path, loader=loader))
+    loader.exec_module(compiled)
+    shipped = ensure_dataset_helpers()
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 300, size=200).astype(np.int32)
+    documents = rng.permutation(np.tile(np.arange(200, dtype=np.int32), 2)).astype(np.int32)
+    args = (sizes, documents, 64, 2, int(sizes.sum()), True, 1)
+    assert np.array_equal(compiled.build_sample_idx_int32(*args),
+                          shipped.build_sample_idx_int32(*args))
+    weights = [0.7, 0.3]
+    out = [(np.zeros(1000, np.int16), np.zeros(1000, np.int64)) for _ in range(2)]
+    compiled.build_blending_indices(*out[0], weights, 2, 1000, False)
+    shipped.build_blending_indices(*out[1], weights, 2, 1000, False)
+    assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])

@@ -207,3 +207,11 @@ def test_cli_on_shipped_data_removes_the_two_leaked_items(tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     matches = report["test_sets"][str(paths["benchmark_test"])]["matches"]
     assert sorted(m["test_item"] for m in matches) == ["bench-en-001", "bench-ko-004"]
+
+
+def test_test_sets_with_only_short_items_remove_nothing(tmp_path):
+    report, kept = _run(tmp_path, [{"text": _words(random.Random(2), 50)}],
+                        [[{"text": "too short"}, {"text": "also short"}]])
+    assert report["removed"] == 0 and len(kept) == 1
+    assert report["pool"]["unique_windows"] == 0
+    assert report["pool"]["test_fields_shorter_than_window"] == 2
