@@ -248,7 +248,9 @@ class WindowPool:
         if hashes is None:
             hashes = _direct_hashes(codepoints, starts, self.window)
         hashes = hashes & np.uint64(self.hash_mask)
-        left = np.searchsorted(self.hashes, hashes, side="left")
+        order = np.argsort(hashes)  # sorted queries walk the pool in order: far fewer cache misses
+        left = np.empty(len(hashes), dtype=np.int64)
+        left[order] = np.searchsorted(self.hashes, hashes[order], side="left")
         inside = np.minimum(left, max(len(self.hashes) - 1, 0))
         hit = (left < len(self.hashes)) & (self.hashes[inside] == hashes) if len(self) else left < 0
         right = left.copy()
