@@ -17,9 +17,14 @@ Choices made here (also in the report's ``params``):
 * A training example shorter than S after normalization has no window to sample and is
   KEPT (counted as ``kept_shorter_than_window``): by the method's definition it cannot
   contain a test window. One with fewer than N windows has all its windows checked.
-* The N windows are drawn without replacement by ``random.Random`` seeded with
-  ``(seed, xxh3-64 of the normalized example)``: the decision for an example depends only
-  on its text, the seed, S and N, not on its position in the file or the number of workers.
+* The N windows are drawn by stratified sampling: the example's window starts are cut into
+  N equal strata and one start is drawn in each, from a counter-based generator keyed by
+  ``xxh3-64(normalized example, seed)``. The windows are distinct and spread over the whole
+  example, so a leaked passage that covers at least 1/N of the example's windows is always
+  caught (uniform sampling could miss it); the decision depends only on the example's text,
+  the seed, S and N, never on its position in the file or the number of workers.
+  ``samples=0`` checks every window (exhaustive, slower): then any example containing a
+  normalized test substring of S characters is removed.
 * The pool is a sorted ``uint64`` array of window hashes (a polynomial hash mod 2**64,
   computed for all test windows at once with prefix sums in numpy, then bit-mixed) with,
   for each hash, the window's offset into the stored normalized test text. Every hash hit
