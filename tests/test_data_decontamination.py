@@ -174,7 +174,7 @@ def test_workers_give_identical_output(tmp_path):
         out, rep = tmp_path / f"c{workers}.jsonl", tmp_path / f"r{workers}.json"
         report = decontaminate(DecontaminationConfig(
             train=str(corpus), tests=[str(bench)], out=str(out), report=str(rep),
-            test_keys=["question"], workers=workers, chunk_lines=100, show_progress=False))
+            test_keys=["question"], workers=workers, chunk_bytes=20_000, show_progress=False))
         outputs.append((out.read_bytes(), report["removed"], report["kept"]))
     assert outputs[0] == outputs[1]
 

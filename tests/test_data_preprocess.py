@@ -61,7 +61,7 @@ def test_worker_count_does_not_change_output(tokenizer_dir, tmp_path):
     outputs = {}
     for workers in (0, 2):
         prefix = tmp_path / f"w{workers}"
-        preprocess(_config(tokenizer_dir, [corpus], prefix, workers=workers, chunk_lines=64))
+        preprocess(_config(tokenizer_dir, [corpus], prefix, workers=workers, chunk_bytes=8192))
         outputs[workers] = ((tmp_path / f"w{workers}.bin").read_bytes(),
                             (tmp_path / f"w{workers}.idx").read_bytes())
     assert outputs[0] == outputs[2]
@@ -81,7 +81,7 @@ def test_chat_mode_writes_matching_assistant_mask(tokenizer_dir, tmp_path):
     chats = [json.loads(line) for line in asset_paths()["chat_sft"].read_text().splitlines()[:20]]
     data = _write_jsonl(tmp_path / "chat.jsonl", chats)
     result = preprocess(_config(tokenizer_dir, [data], tmp_path / "sft", mode="chat", workers=2,
-                                chunk_lines=7))
+                                chunk_bytes=1500))
     tokenizer = load_tokenizer(tokenizer_dir)
     tokens = IndexedDataset(str(tmp_path / "sft"))
     masks = IndexedDataset(mask_prefix(tmp_path / "sft"))
@@ -152,3 +152,14 @@ def test_cli_preprocess_and_clean_errors(tokenizer_dir, tmp_path, capsys):
     code = main(["data", "preprocess", "--input", str(tmp_path / "nope.jsonl"),
                  "--output-prefix", str(tmp_path / "p"), "--tokenizer", str(tokenizer_dir)])
     assert code == 2 and "nope.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("block_bytes", [1, 5, 64, 1 << 20])
+def test_line_blocks_split_exactly_like_line_iteration(tmp_path, block_bytes):
+    from nemo_exaone.data.jsonl import iter_line_blocks, iter_raw_lines
+
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf{\"a\": 1}\r\n\n" + b"x" * 200 + b"\nlast line without newline")
+    blocks = [pair for block in iter_line_blocks(path, block_bytes) for pair in block.lines()]
+    assert blocks == list(iter_raw_lines(path))
+    assert blocks[0] == (1, b'{"a": 1}') and blocks[-1][0] == 4

@@ -36,7 +36,7 @@ def _preprocess(args: argparse.Namespace) -> int:
     result = preprocess(PreprocessConfig(
         inputs=args.input, output_prefix=args.output_prefix, tokenizer_dir=args.tokenizer,
         mode=args.mode, text_key=args.text_key, messages_key=args.messages_key,
-        append_eod=append_eod, workers=args.workers, chunk_lines=args.chunk_lines,
+        append_eod=append_eod, workers=args.workers, chunk_bytes=args.chunk_kb * 1024,
         skip_bad=args.skip_bad, show_progress=not args.quiet,
     ))
     _print_json(result.as_dict())
@@ -50,7 +50,7 @@ def _decontaminate(args: argparse.Namespace) -> int:
         train=args.train, tests=args.test, out=args.out, report=args.report,
         text_key=args.text_key, test_keys=args.test_key or None, id_key=args.id_key,
         window=args.window, samples=args.samples, seed=args.seed, workers=args.workers,
-        chunk_lines=args.chunk_lines, skip_bad=args.skip_bad, show_progress=not args.quiet,
+        chunk_bytes=args.chunk_kb * 1024, skip_bad=args.skip_bad, show_progress=not args.quiet,
     ))
     summary = {k: report[k] for k in ("removed", "kept", "kept_shorter_than_window",
                                       "skipped_bad_lines")}
@@ -108,8 +108,8 @@ def _add_common(parser: argparse.ArgumentParser, workers: int = 1) -> None:
         parser.add_argument("--workers", type=int, default=workers,
                             help="worker processes (0: work in this process; default "
                             f"{workers})")
-        parser.add_argument("--chunk-lines", type=int, default=1000,
-                            help="JSONL lines handed to a worker at a time (default 1000)")
+        parser.add_argument("--chunk-kb", type=int, default=1024,
+                            help="KiB of JSONL handed to a worker at a time (default 1024)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

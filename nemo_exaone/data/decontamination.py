@@ -39,7 +39,6 @@ import multiprocessing
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -50,9 +49,11 @@ import xxhash
 from nemo_exaone.data.atomic import atomic_outputs
 from nemo_exaone.data.jsonl import (
     BadRecordError,
+    LineBlock,
     SkipStats,
     decode_record,
     get_text,
+    iter_line_blocks,
     iter_raw_lines,
 )
 
@@ -414,7 +415,7 @@ class DecontaminationConfig:
     samples: int = 10  # 0: check every window of every example (exhaustive)
     seed: int = 0
     workers: int = 1  # scanning processes; 0 scans in this process
-    chunk_lines: int = 2000
+    chunk_bytes: int = 1 << 20  # training JSONL handed to a worker at a time
     skip_bad: bool = False
     show_progress: bool = True
     hash_mask: int = FULL_MASK  # test hook only: force collisions
@@ -426,6 +427,8 @@ class DecontaminationConfig:
             raise ValueError("window (S) must be >= 1 and samples (N) >= 0 (0: every window)")
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
+        if self.chunk_bytes < 1:
+            raise ValueError("chunk_bytes must be >= 1")
         if self.test_keys is None:
             self.test_keys = [self.text_key]
 
@@ -438,31 +441,27 @@ def _init_scanner(pool: WindowPool, config: DecontaminationConfig) -> None:
 
 
 @dataclass
-class _ScanChunk:
-    line_numbers: list[int]
-    lines: list[bytes]
-
-
-@dataclass
 class _ScanResult:
-    kept: list[bool]
+    kept_bytes: bytes  # the kept lines, verbatim, each ending in "\n"
+    kept: int
     removed: list[dict]
     errors: list[tuple[str, int, str]]
     short: int
     text_bytes: int
 
 
-def _scan_chunk(chunk: _ScanChunk) -> _ScanResult:
+def _scan_chunk(block: LineBlock) -> _ScanResult:
     pool: WindowPool = _SCAN["pool"]
     config: DecontaminationConfig = _SCAN["config"]
     path = config.train
-    kept = [False] * len(chunk.lines)
+    lines = block.lines()
+    kept = [False] * len(lines)
     errors: list[tuple[str, int, str]] = []
     texts: list[str] = []
     positions: list[int] = []
     ids: list = []
     text_bytes = 0
-    for position, (line_no, raw) in enumerate(zip(chunk.line_numbers, chunk.lines)):
+    for position, (line_no, raw) in enumerate(lines):
         try:
             record = decode_record(raw, path, line_no)
             texts.append(get_text(record, config.text_key, path, line_no))
@@ -494,31 +493,19 @@ def _scan_chunk(chunk: _ScanChunk) -> _ScanResult:
         kept[position] = False
         set_index, item_id, window_text = pool.describe_match(match[0])
         removed.append({
-            "id": ids[owner] if ids[owner] is not None else f"line:{chunk.line_numbers[position]}",
-            "line": chunk.line_numbers[position],
+            "id": ids[owner] if ids[owner] is not None else f"line:{lines[position][0]}",
+            "line": lines[position][0],
             "test_set": pool.set_names[set_index],
             "test_item": item_id,
             "matched_window": window_text,
         })
     short = int((lengths < config.window).sum())
-    return _ScanResult(kept, removed, errors, short, text_bytes)
-
-
-def _iter_scan_chunks(path: str, chunk_lines: int) -> Iterator[_ScanChunk]:
-    numbers: list[int] = []
-    lines: list[bytes] = []
-    for line_no, raw in iter_raw_lines(path):
-        numbers.append(line_no)
-        lines.append(raw)
-        if len(lines) >= chunk_lines:
-            yield _ScanChunk(numbers, lines)
-            numbers, lines = [], []
-    if lines:
-        yield _ScanChunk(numbers, lines)
+    kept_bytes = b"".join(raw + b"\n" for (_, raw), keep in zip(lines, kept) if keep)
+    return _ScanResult(kept_bytes, sum(kept), removed, errors, short, text_bytes)
 
 
 def _scanned(config: DecontaminationConfig, pool: WindowPool):
-    chunks = _iter_scan_chunks(config.train, config.chunk_lines)
+    chunks = iter_line_blocks(config.train, config.chunk_bytes)
     if config.workers == 0:
         _init_scanner(pool, config)
         for chunk in chunks:
@@ -569,15 +556,13 @@ def decontaminate(config: DecontaminationConfig, pool: WindowPool | None = None)
                     if not config.skip_bad:
                         raise error
                     train_skips.add(str(error))
-                for raw, keep in zip(chunk.lines, result.kept):
-                    if keep:
-                        out.write(raw + b"\n")
-                counts["kept"] += sum(result.kept)
+                out.write(result.kept_bytes)
+                counts["kept"] += result.kept
                 counts["removed"] += len(result.removed)
                 counts["kept_shorter_than_window"] += result.short
                 counts["train_bytes"] += result.text_bytes
                 removed.extend(result.removed)
-                bar.update(sum(len(line) + 1 for line in chunk.lines))
+                bar.update(len(chunk.data))
         scan_seconds = time.perf_counter() - scan_started
         report = _report(config, pool, counts, removed, train_skips, test_skips, pool_seconds,
                          scan_seconds)

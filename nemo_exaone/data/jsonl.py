@@ -20,7 +20,9 @@ __all__ = [
     "get_text",
     "get_messages",
     "iter_raw_lines",
+    "iter_line_blocks",
     "iter_texts",
+    "LineBlock",
 ]
 
 _MAX_REMEMBERED_ERRORS = 20
@@ -70,6 +72,54 @@ def iter_raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark is not part of the record
             yield line_no, raw
+
+
+@dataclass
+class LineBlock:
+    """Whole lines of a file, as one bytes object: cheap for a parent process to hand to a
+    worker (one read, no per-line work), which splits it with :meth:`lines`."""
+
+    path: str
+    first_line: int
+    data: bytes
+
+    def lines(self) -> list[tuple[int, bytes]]:
+        """``(line_number, raw_bytes)`` pairs, exactly as :func:`iter_raw_lines` yields them."""
+        parts = self.data.split(b"\n")
+        if self.data.endswith(b"\n"):
+            parts.pop()
+        out = []
+        for offset, raw in enumerate(parts):
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if offset == 0 and self.first_line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            out.append((self.first_line + offset, raw))
+        return out
+
+
+def iter_line_blocks(path: str | Path, block_bytes: int = 1 << 20) -> Iterator[LineBlock]:
+    """Yield the file as blocks of about ``block_bytes`` bytes that end at line boundaries."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    next_line = 1
+    with open(path, "rb") as handle:
+        carry = b""
+        while True:
+            piece = handle.read(block_bytes)
+            if not piece:
+                break
+            data = carry + piece
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no line end yet: keep reading
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut:]
+            yield LineBlock(str(path), next_line, block)
+            next_line += block.count(b"\n")
+        if carry:
+            yield LineBlock(str(path), next_line, carry)
 
 
 def decode_record(raw: bytes, path: str | Path, line_no: int) -> dict[str, Any]:

@@ -33,11 +33,12 @@ import numpy as np
 from nemo_exaone.data.atomic import atomic_outputs
 from nemo_exaone.data.jsonl import (
     BadRecordError,
+    LineBlock,
     SkipStats,
     decode_record,
     get_messages,
     get_text,
-    iter_raw_lines,
+    iter_line_blocks,
 )
 
 __all__ = [
@@ -75,7 +76,7 @@ class PreprocessConfig:
     messages_key: str = "messages"
     append_eod: bool | None = None  # None: True for text, False for chat
     workers: int = 1  # tokenizing processes; 0 tokenizes in this process
-    chunk_lines: int = 512
+    chunk_bytes: int = 1 << 20  # JSONL handed to a worker at a time
     skip_bad: bool = False
     show_progress: bool = True
 
@@ -86,8 +87,8 @@ class PreprocessConfig:
             raise ValueError("no input files given")
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
-        if self.chunk_lines < 1:
-            raise ValueError("chunk_lines must be >= 1")
+        if self.chunk_bytes < 1:
+            raise ValueError("chunk_bytes must be >= 1")
         if self.append_eod is None:
             self.append_eod = self.mode == "text"
 
@@ -136,14 +137,6 @@ def _init_worker(tokenizer_dir: str, mode: str, text_key: str, messages_key: str
 
 
 @dataclass
-class _Chunk:
-    path: str
-    line_numbers: list[int]
-    lines: list[bytes]
-    nbytes: int
-
-
-@dataclass
 class _EncodedChunk:
     tokens: np.ndarray  # all documents of the chunk, concatenated
     lengths: list[int]
@@ -152,7 +145,7 @@ class _EncodedChunk:
     nbytes: int
 
 
-def _encode_chunk(chunk: _Chunk) -> _EncodedChunk:
+def _encode_chunk(chunk: LineBlock) -> _EncodedChunk:
     from nemo_exaone.data.chat_format import encode_chat
 
     tokenizer = _WORKER["tokenizer"]
@@ -161,7 +154,7 @@ def _encode_chunk(chunk: _Chunk) -> _EncodedChunk:
     docs: list[list[int]] = []
     masks: list[list[int]] = []
     texts: list[str] = []
-    for line_no, raw in zip(chunk.line_numbers, chunk.lines):
+    for line_no, raw in chunk.lines():
         try:
             record = decode_record(raw, chunk.path, line_no)
             if _WORKER["mode"] == "text":
@@ -183,26 +176,15 @@ def _encode_chunk(chunk: _Chunk) -> _EncodedChunk:
     mask_flat = None
     if _WORKER["mode"] == "chat":
         mask_flat = np.fromiter(chain.from_iterable(masks), dtype=np.uint8, count=sum(lengths))
-    return _EncodedChunk(flat, lengths, mask_flat, errors, chunk.nbytes)
+    return _EncodedChunk(flat, lengths, mask_flat, errors, len(chunk.data))
 
 
 # ---- parent side: reading, ordering, writing ----------------------------------------------
 
 
-def _iter_chunks(paths: list[str], chunk_lines: int) -> Iterator[_Chunk]:
+def _iter_chunks(paths: list[str], chunk_bytes: int) -> Iterator[LineBlock]:
     for path in paths:
-        numbers: list[int] = []
-        lines: list[bytes] = []
-        nbytes = 0
-        for line_no, raw in iter_raw_lines(path):
-            numbers.append(line_no)
-            lines.append(raw)
-            nbytes += len(raw) + 1
-            if len(lines) >= chunk_lines:
-                yield _Chunk(str(path), numbers, lines, nbytes)
-                numbers, lines, nbytes = [], [], 0
-        if lines:
-            yield _Chunk(str(path), numbers, lines, nbytes)
+        yield from iter_line_blocks(path, chunk_bytes)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -216,7 +198,7 @@ def _encoded_chunks(config: PreprocessConfig) -> Iterator[_EncodedChunk]:
     """Encoded chunks in input order; at most a few chunks per worker are in flight."""
     init_args = (config.tokenizer_dir, config.mode, config.text_key, config.messages_key,
                  config.append_eod)
-    chunks = _iter_chunks(config.inputs, config.chunk_lines)
+    chunks = _iter_chunks(config.inputs, config.chunk_bytes)
     if config.workers == 0:
         _init_worker(*init_args)
         yield from map(_encode_chunk, chunks)
