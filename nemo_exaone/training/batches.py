@@ -2,35 +2,30 @@
 
 Step k of a run trains on global samples [k*G, (k+1)*G) (G = global batch size); within a
 step, micro-batch m of data-parallel rank r holds samples ``m*M*D + r*M + [0, M)`` (M micro
-batch size, D data-parallel size), as Megatron's pretraining sampler lays them out. The
-global batch is therefore the same set of samples under any TP/PP/DP layout, and the data
-position saved in a checkpoint is just ``consumed_samples``.
+batch size, D data-parallel size), the layout of Megatron's pretraining sampler and of
+:class:`nemo_exaone.data.sampling.ResumableBatchSampler`. The global batch is therefore the
+same set of samples under any TP/PP/DP layout, and the data position saved in a checkpoint
+is just ``consumed_samples``.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from nemo_exaone.training.samples import Sample, SampleSource
 
 Batch = dict[str, torch.Tensor]
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 
 
 def collate(samples: list[Sample]) -> Batch:
-    """Causal-LM micro-batch: inputs, next-token labels, loss mask (0 on padding), positions."""
-    tokens = torch.from_numpy(np.stack([s.tokens for s in samples]))
-    b, window = tokens.shape
-    seq = window - 1
-    valid = torch.tensor([s.valid for s in samples]).unsqueeze(1)
-    # label j is tokens[j + 1]; it is real when j + 1 < valid
-    loss_mask = (torch.arange(seq).unsqueeze(0) + 1 < valid).float()
-    return {
-        "tokens": tokens[:, :-1].contiguous(),
-        "labels": tokens[:, 1:].contiguous(),
-        "loss_mask": loss_mask,
-        "position_ids": torch.arange(seq).unsqueeze(0).expand(b, -1).contiguous(),
-    }
+    """Stack the causal-LM fields of ``samples`` (other fields, e.g. masks, are dropped)."""
+    batch = {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in BATCH_KEYS}
+    batch["tokens"] = batch["tokens"].long()
+    batch["labels"] = batch["labels"].long()
+    batch["position_ids"] = batch["position_ids"].long()
+    batch["loss_mask"] = batch["loss_mask"].float()
+    return batch
 
 
 class GlobalBatches:
@@ -54,5 +49,5 @@ class GlobalBatches:
         mbs, out = self.micro_batch_size, []
         for m in range(self.num_microbatches):
             first = consumed_samples + m * mbs * self.dp_size + self.dp_rank * mbs
-            out.append(collate([self.source.sample(first + i) for i in range(mbs)]))
+            out.append(collate([self.source[first + i] for i in range(mbs)]))
         return out

@@ -17,7 +17,7 @@ complete checkpoint or the new one as ``latest``, never a partial one.
 Model tensors carry the keys of ``model.sharded_state_dict()``, the same keys the HF
 converter writes, so a converted HF checkpoint loads weights-only into any stage, and
 checkpoints reshard freely across TP/PP layouts. Optimizer state is saved in model space
-(``fully_sharded_model_space`` for the distributed optimizer), so it reshards too.
+(``fully_reshardable`` for the distributed optimizer), so it reshards too.
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ import torch
 from nemo_exaone.config.presets import ExaoneArch
 
 LATEST_FILE = "latest"
+EXTRA_STATE = "_extra_state"
 METADATA_FILE = "nemo_exaone_training.json"
 FORMAT = "nemo_exaone.training.checkpoint/1"
-OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_sharded_model_space"}
+# Gathered to DP rank 0 at save, sliced per rank at load: reshards across TP, PP and DP.
+OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 # Fields that fix tensor shapes: they must match for any load.
 SHAPE_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
                 "intermediate_size", "vocab_size", "head_dim", "tie_word_embeddings")
@@ -215,15 +217,50 @@ def _rng_sharded_object(layout: Layout):
                          replica_id=ps.get_data_parallel_rank(with_context_parallel=True))
 
 
+def uses_distributed_optimizer(optimizer) -> bool:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    return any(isinstance(o, DistributedOptimizer)
+               for o in getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _materialize_optimizer_state(optimizer) -> None:
+    """Give an unstepped distributed optimizer its (zero) Adam state.
+
+    Without Apex/Transformer Engine, Megatron's ``DistributedOptimizer.state_dict()`` reads
+    the per-parameter ``step`` of torch's Adam and asserts there is one, which fails before
+    the first update, i.e. exactly when a checkpoint is about to be loaded. Zero moments and
+    step 0 are what Adam creates lazily anyway, and the load overwrites them.
+    """
+    from megatron.core.optimizer import distrib_optimizer
+
+    from nemo_exaone.training.megatron_compat import fix_distributed_optimizer_step_loading
+
+    if getattr(distrib_optimizer, "HAVE_APEX_OR_TE", True):
+        return
+    fix_distributed_optimizer_step_loading()
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if not isinstance(opt, distrib_optimizer.DistributedOptimizer) or inner is None \
+                or len(inner.state) > 0:
+            continue
+        for group in inner.param_groups:
+            for param in group["params"]:
+                inner.state[param] = {"step": torch.tensor(0.0),
+                                      "exp_avg": torch.zeros_like(param),
+                                      "exp_avg_sq": torch.zeros_like(param)}
+
+
 def _full_state_dict(chunks, optimizer, scheduler, state: TrainState, layout: Layout,
                      is_loading: bool, with_rng: bool) -> dict:
+    _materialize_optimizer_state(optimizer)
     sd = model_sharded_state_dict(chunks)
     model_sd = dict(sd)
     sd["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
                                                    metadata=OPTIMIZER_METADATA)
     sd["train_state"] = asdict(state)
     sd["scheduler"] = scheduler.state_dict()
-    sd["layout"] = asdict(layout)
+    sd["layout"] = {**asdict(layout), "distributed_optimizer": uses_distributed_optimizer(optimizer)}
     if with_rng:
         sd["rng_state"] = _rng_sharded_object(layout)
     return sd
@@ -331,14 +368,24 @@ def load_training_state(path: Path, chunks, optimizer, scheduler, arch: ExaoneAr
     saved_layout = common.get("layout", {})
     same_layout = {k: saved_layout.get(k) for k in ("tp", "pp")} == {"tp": layout.tp,
                                                                      "pp": layout.pp}
+    saved_distopt = saved_layout.get("distributed_optimizer", False)
+    if saved_distopt != uses_distributed_optimizer(optimizer):
+        raise ValueError(
+            f"checkpoint {path} holds {'distributed' if saved_distopt else 'non-distributed'} "
+            "optimizer state; resume with parallel.use_distributed_optimizer="
+            f"{str(saved_distopt).lower()} (the two formats differ), or start a new stage "
+            "from it with init.checkpoint and init.load=weights")
     state = TrainState(**common["train_state"])
     sd = _full_state_dict(chunks, optimizer, scheduler, state, layout, is_loading=True,
                           with_rng=same_layout)
     for key in ("train_state", "scheduler", "layout"):
         sd.pop(key)
+    stored = _stored_keys(path)
+    sd = {k: _without_absent_extra_state(v, stored) if k.startswith("model") else v
+          for k, v in sd.items()}
     loaded = dist_checkpointing.load(sd, str(path))
     _load_model(chunks, loaded)
-    optimizer.load_state_dict(loaded["optimizer"])
+    _load_optimizer(optimizer, loaded["optimizer"])
     scheduler.load_state_dict(common["scheduler"])
     if same_layout:
         _set_rng_state(loaded["rng_state"][0])
@@ -355,42 +402,55 @@ def load_weights(path: Path, chunks, arch: ExaoneArch, optimizer=None) -> list[s
     from megatron.core import dist_checkpointing
 
     changes = check_arch_compatible(read_checkpoint_arch(path), arch, path, resume=False)
-    loader = _checkpoint_module_loader(path)
-    if optimizer is None and loader is not None:
-        # The checkpoint module's loader also bridges layer specs (TE <-> local extra state).
-        loader(chunks, path, None)
-        return changes
-    sd = model_sharded_state_dict(chunks)
+    sd = {k: _without_absent_extra_state(v, _stored_keys(path))
+          for k, v in model_sharded_state_dict(chunks).items()}
     if optimizer is not None:
+        _materialize_optimizer_state(optimizer)
         sd["optimizer"] = optimizer.sharded_state_dict(dict(sd), is_loading=True,
                                                        metadata=OPTIMIZER_METADATA)
     loaded = dist_checkpointing.load(sd, str(path))
     _load_model(chunks, loaded)
     if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        _load_optimizer(optimizer, loaded["optimizer"])
     return changes
 
 
-def _checkpoint_module_loader(path: Path):
-    """``nemo_exaone.checkpoint``'s weights loader, or None (then dist_checkpointing directly).
+def _load_optimizer(optimizer, state: dict) -> None:
+    from nemo_exaone.training.megatron_compat import unshare_adam_steps
 
-    Used only for directories that carry its metadata file (HF-converted and training
-    checkpoints both do)."""
-    if not (path / "nemo_exaone.json").is_file():
+    optimizer.load_state_dict(state)
+    unshare_adam_steps(optimizer)
+
+
+def _stored_keys(path: Path) -> set[str]:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return set(FileSystemReader(str(path)).read_metadata().state_dict_metadata)
+
+
+def _without_absent_extra_state(sharded, stored: set[str]):
+    """Drop ``_extra_state`` objects the checkpoint lacks: a Transformer Engine model reading
+    a checkpoint written with the local layer spec (CPU) keeps their defaults."""
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+    if isinstance(sharded, dict):
+        out = {k: _without_absent_extra_state(v, stored) for k, v in sharded.items()}
+        return {k: v for k, v in out.items() if v is not None}
+    if isinstance(sharded, ShardedObject) and sharded.key.endswith(EXTRA_STATE) \
+            and sharded.unique_key not in stored:
         return None
-    try:
-        from nemo_exaone.checkpoint.mcore_checkpoint import load_mcore_checkpoint
-    except ImportError:
-        return None
-    return load_mcore_checkpoint
+    return sharded
 
 
 def _load_model(chunks, loaded: dict) -> None:
-    if len(chunks) == 1:
-        unwrap(chunks[0]).load_state_dict(loaded["model"])
-    else:
-        for i, chunk in enumerate(chunks):
-            unwrap(chunk).load_state_dict(loaded[f"model{i}"])
+    states = [loaded["model"]] if len(chunks) == 1 else [loaded[f"model{i}"]
+                                                           for i in range(len(chunks))]
+    for chunk, state in zip(chunks, states):
+        result = unwrap(chunk).load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith(EXTRA_STATE)]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"checkpoint does not fit the model: missing {missing}, "
+                             f"unexpected {list(result.unexpected_keys)}")
 
 
 def loaded_arch_summary(path: Path) -> dict[str, Any]:

@@ -23,6 +23,8 @@ SCHEDULE_STYLES = ("cosine", "wsd", "constant", "linear")
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 DATA_SOURCES = ("indexed", "shipped", "synthetic")
 DOCUMENT_MODES = ("split", "whole")
+TOO_LONG_POLICIES = ("skip", "truncate")
+SHIPPED_SPLITS = ("pretrain", "continued", "hq")
 INIT_LOADS = ("weights", "full")
 NONFINITE_POLICIES = ("skip", "stop")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
@@ -60,29 +62,36 @@ class DatasetSpec:
     """One Megatron indexed dataset (``prefix.bin`` / ``prefix.idx``) and its blend weight."""
 
     prefix: str = "???"
-    weight: float = 1.0
+    weight: float | None = None  # null: proportional to the dataset's token count
 
 
 @dataclass
 class DataConfig:
-    """What the loop reads: a weighted blend of indexed datasets, plus an optional replay blend."""
+    """What the loop reads: a weighted blend of indexed datasets, plus an optional replay blend.
+
+    Datasets come from :mod:`nemo_exaone.data` (Megatron's GPT datasets for ``split``, its
+    whole-document datasets for ``whole``); the blend/replay arithmetic is its ``BlendConfig``.
+    """
 
     source: str = "indexed"  # indexed | shipped (prepare the bundled corpus) | synthetic
     blend: list[DatasetSpec] = field(default_factory=list)
-    # Replay of an earlier stage's data (continued pretraining): this share of the samples
+    # Replay of an earlier stage's data (continued pretraining): this share of the tokens
     # comes from ``replay``, the rest from ``blend``.
     replay: list[DatasetSpec] = field(default_factory=list)
     replay_fraction: float = 0.0
-    # split: concatenate documents and cut every seq_length tokens (Megatron GPT style);
-    # whole: pack whole documents, never cutting one unless it alone exceeds the window.
+    # split: documents concatenated and cut every seq_length tokens (Megatron GPT dataset);
+    # whole: documents never cut (long-context stage); packed several to a sample unless
+    # pack_documents=false; a document longer than the sample is skipped or truncated.
     documents: str = "split"
+    pack_documents: bool = True
+    too_long_documents: str = "skip"  # whole: skip | truncate
+    tokenizer_dir: str | None = None  # needed by documents=split (EOD/pad ids); shipped: made
     shuffle: bool = True
     seed: int = 1234
-    # source=shipped: corpus name under nemo_exaone/assets/data and where it is prepared.
-    shipped_corpus: str = "tiny_bilingual"
-    shipped_split: str = "pretrain"  # which part of the shipped corpus (pretrain | replay | hq)
+    # source=shipped: which part of nemo_exaone/assets/data/corpus.jsonl, and where the
+    # tokenizer and indexed datasets are prepared (shared by the stages that name it).
+    shipped_split: str = "pretrain"  # pretrain | continued | hq
     prepare_dir: str | None = None  # null: <run.dir>/data
-    tokenizer_dir: str | None = None  # null: train the tiny tokenizer into prepare_dir
 
 
 @dataclass
@@ -240,6 +249,8 @@ def validate_job(cfg: TrainingJobConfig) -> None:
     _choice("schedule.wsd_decay_style", cfg.schedule.wsd_decay_style, WSD_DECAY_STYLES)
     _choice("data.source", cfg.data.source, DATA_SOURCES)
     _choice("data.documents", cfg.data.documents, DOCUMENT_MODES)
+    _choice("data.too_long_documents", cfg.data.too_long_documents, TOO_LONG_POLICIES)
+    _choice("data.shipped_split", cfg.data.shipped_split, SHIPPED_SPLITS)
     _choice("init.load", cfg.init.load, INIT_LOADS)
     _choice("safety.on_nonfinite", cfg.safety.on_nonfinite, NONFINITE_POLICIES)
     _choice("logging.progress", cfg.logging.progress, PROGRESS_MODES)

@@ -1,9 +1,16 @@
-"""Turn ``DataConfig`` into one deterministic sample source (see :mod:`.samples`).
+"""Turn ``DataConfig`` into one deterministic sample source for the loop.
 
-``source=indexed`` reads the configured Megatron indexed datasets; ``source=shipped``
-first prepares the small bilingual corpus bundled with the package (tokenizer + indexed
-datasets under ``<run.dir>/data``, made once by rank 0 with :mod:`nemo_exaone.data`), so the
-tiny CPU configs are self-contained; ``source=synthetic`` needs no data at all.
+- ``documents=split``: :func:`nemo_exaone.data.build_pretraining_datasets` (Megatron's
+  ``BlendedMegatronDatasetBuilder`` + GPT datasets over the blend and replay), sized for the
+  run (``max_steps x global_batch_size`` samples);
+- ``documents=whole``: one :class:`nemo_exaone.data.document_datasets.WholeDocumentDataset`
+  per prefix, mixed by :class:`.samples.BlendedSamples` with the weights of the same
+  blend/replay arithmetic;
+- ``source=synthetic``: no data at all.
+
+``source=shipped`` first prepares the corpus bundled with the package (:mod:`.shipped_data`).
+Megatron's builder synchronises ranks internally, so every rank calls
+:func:`build_sample_source` together (after :func:`prepare_data` ran on rank 0).
 """
 
 from __future__ import annotations
@@ -12,82 +19,104 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nemo_exaone.config.presets import ExaoneArch
-from nemo_exaone.training.config import DataConfig, DatasetSpec
-from nemo_exaone.training.samples import (
-    BlendedSamples,
-    IndexedDocuments,
-    SampleSource,
-    SplitDocumentSamples,
-    SyntheticSamples,
-    WholeDocumentSamples,
-)
+from nemo_exaone.training.config import DataConfig
+from nemo_exaone.training.samples import BlendedSamples, SampleSource, SyntheticSamples
 
 
 @dataclass
 class DataSummary:
-    """What the run reads, for the log and the run directory."""
+    """What the run reads, for the log."""
 
     source: str
-    components: list[dict] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    skipped_documents: int = 0
     truncated_documents: int = 0
+    tokenizer_dir: str | None = None
 
 
-def _component(spec: DatasetSpec, data: DataConfig, seq_length: int, pad_id: int,
-               salt: int) -> tuple[SampleSource, dict]:
-    docs = IndexedDocuments(spec.prefix)
-    seed = data.seed * 1009 + salt
-    if data.documents == "whole":
-        src = WholeDocumentSamples(docs, seq_length, seed, data.shuffle, pad_id=pad_id)
-    else:
-        src = SplitDocumentSamples(docs, seq_length, seed, data.shuffle)
-    info = {"prefix": spec.prefix, "documents": len(docs), "tokens": docs.num_tokens,
-            "samples_per_epoch": src.samples_per_epoch,
-            "truncated_documents": getattr(src, "truncated_documents", 0)}
-    return src, info
+def data_dir(data: DataConfig, run_dir: Path) -> Path:
+    return Path(data.prepare_dir) if data.prepare_dir else run_dir / "data"
 
 
-def _normalised(specs: list[DatasetSpec], where: str) -> list[float]:
-    total = sum(s.weight for s in specs)
-    if total <= 0 or any(s.weight < 0 for s in specs):
-        raise ValueError(f"{where} weights must be >= 0 with a positive sum")
-    return [s.weight / total for s in specs]
+def prepare_data(data: DataConfig, arch: ExaoneArch, run_dir: Path) -> DataConfig:
+    """Resolve ``source=shipped`` into prepared indexed datasets (idempotent, cached)."""
+    if data.source != "shipped":
+        return data
+    from nemo_exaone.training.shipped_data import prepare_shipped_data
+
+    return prepare_shipped_data(data, arch, data_dir(data, run_dir))
 
 
-def indexed_source(data: DataConfig, seq_length: int, pad_id: int
-                   ) -> tuple[SampleSource, DataSummary]:
-    """Blend of ``data.blend`` (and ``data.replay`` at ``data.replay_fraction``)."""
+def _blend_config(data: DataConfig):
+    from nemo_exaone.data.blends import BlendConfig
+
     if not data.blend:
         raise ValueError("data.source=indexed needs data.blend: a list of {prefix, weight} "
-                         "(Megatron indexed datasets)")
-    weights = [w * (1.0 - data.replay_fraction) for w in _normalised(data.blend, "data.blend")]
-    specs = list(data.blend)
-    if data.replay_fraction > 0:
-        if not data.replay:
-            raise ValueError("data.replay_fraction > 0 needs data.replay datasets")
-        weights += [w * data.replay_fraction for w in _normalised(data.replay, "data.replay")]
-        specs += list(data.replay)
-    sources, summary = [], DataSummary(source="indexed")
-    for salt, (spec, weight) in enumerate(zip(specs, weights)):
-        src, info = _component(spec, data, seq_length, pad_id, salt)
-        info["weight"] = weight
-        sources.append(src)
-        summary.components.append(info)
-        summary.truncated_documents += info["truncated_documents"]
-    return BlendedSamples(sources, weights, seq_length), summary
+                         "(Megatron indexed datasets, e.g. from 'nemo-exaone data preprocess')")
+
+    def weights(specs):
+        values = [s.weight for s in specs]
+        if all(v is None for v in values):
+            return None  # proportional to token counts
+        if any(v is None for v in values):
+            raise ValueError("give a weight to every dataset of data.blend/data.replay, or to "
+                             "none (then they are weighted by token count)")
+        return values
+
+    return BlendConfig(
+        prefixes=[s.prefix for s in data.blend], weights=weights(data.blend),
+        replay_prefixes=[s.prefix for s in data.replay],
+        replay_weights=weights(data.replay) if data.replay else None,
+        replay_fraction=data.replay_fraction)
 
 
-def build_sample_source(data: DataConfig, seq_length: int, arch: ExaoneArch, run_dir: Path
-                        ) -> tuple[SampleSource, DataSummary]:
-    """The run's sample source. Call on every rank after the process group exists."""
+def _check_vocab(tokenizer_dir: str | None, arch: ExaoneArch) -> int | None:
+    """The tokenizer's pad id; refuses a tokenizer larger than the model's vocabulary."""
+    if not tokenizer_dir:
+        return None
+    from nemo_exaone.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if tokenizer.vocab_size > arch.vocab_size:
+        raise ValueError(f"tokenizer {tokenizer_dir} has {tokenizer.vocab_size} tokens but the "
+                         f"model's vocab_size is {arch.vocab_size}")
+    return tokenizer.pad_id
+
+
+def build_sample_source(data: DataConfig, seq_length: int, arch: ExaoneArch, run_dir: Path,
+                        num_samples: int) -> tuple[SampleSource, DataSummary]:
+    """The run's sample source (call on every rank, after :func:`prepare_data`)."""
     if data.source == "synthetic":
         return (SyntheticSamples(arch.vocab_size, seq_length, data.seed),
                 DataSummary(source="synthetic"))
-    if data.source == "shipped":
-        from nemo_exaone.training.shipped_data import ShippedCorpusMissing, prepare_shipped_data
+    data = prepare_data(data, arch, run_dir)
+    pad_id = _check_vocab(data.tokenizer_dir, arch)
+    blend_config = _blend_config(data)
+    if data.documents == "split":
+        from nemo_exaone.data.pretraining_datasets import build_pretraining_datasets
 
-        try:
-            data = prepare_shipped_data(data, arch, run_dir)
-        except ShippedCorpusMissing as exc:
-            summary = DataSummary(source=f"synthetic (fallback: {exc})")
-            return SyntheticSamples(arch.vocab_size, seq_length, data.seed), summary
-    return indexed_source(data, seq_length, pad_id=arch.pad_token_id)
+        if not data.tokenizer_dir:
+            raise ValueError("data.documents=split needs data.tokenizer_dir (Megatron's GPT "
+                             "dataset reads the EOD and pad ids from the tokenizer)")
+        built = build_pretraining_datasets(
+            blend_config, data.tokenizer_dir, seq_length, seed=data.seed,
+            num_samples=num_samples, cache_dir=data_dir(data, run_dir) / "index_cache",
+            create_attention_mask=False)
+        blend = built.blend
+        summary = DataSummary(source=data.source, prefixes=blend.prefixes,
+                              weights=blend.weights, tokenizer_dir=data.tokenizer_dir)
+        return built.train, summary
+    from nemo_exaone.data.blends import resolve_blend
+    from nemo_exaone.data.document_datasets import WholeDocumentDataset
+
+    blend = resolve_blend(blend_config)
+    datasets = [WholeDocumentDataset(prefix, seq_length, seed=data.seed + i,
+                                     shuffle=data.shuffle, pack=data.pack_documents,
+                                     too_long=data.too_long_documents, pad_id=pad_id or 0)
+                for i, prefix in enumerate(blend.prefixes)]
+    summary = DataSummary(source=data.source, prefixes=blend.prefixes, weights=blend.weights,
+                          skipped_documents=sum(d.num_skipped for d in datasets),
+                          truncated_documents=sum(d.num_truncated for d in datasets),
+                          tokenizer_dir=data.tokenizer_dir)
+    return BlendedSamples(datasets, blend.weights), summary

@@ -159,11 +159,19 @@ def train(cfg: TrainingJobConfig) -> TrainResult:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     arch, parallel = validate_for_launch(cfg, world)
+    # A caller that set up torch.distributed keeps its process group (several runs in one
+    # process); otherwise the group lives as long as this run.
+    owns_group = not torch.distributed.is_initialized()
     init_distributed(parallel, seed=cfg.run.seed)
     try:
         return _train(cfg, arch, parallel)
     finally:
-        destroy_distributed()
+        if owns_group:
+            destroy_distributed()
+        else:
+            from megatron.core import parallel_state
+
+            parallel_state.destroy_model_parallel()
 
 
 def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -> TrainResult:
@@ -171,7 +179,6 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
 
     from nemo_exaone.model.builder import build_model_chunks
     from nemo_exaone.training.batches import GlobalBatches
-    from nemo_exaone.training.data_sources import build_sample_source
     from nemo_exaone.training.iteration import run_iteration
     from nemo_exaone.training.optimizer import OptimizerSettings, build_optimizer, wrap_ddp
     from nemo_exaone.training.peak_flops import device_peak_tflops
@@ -212,9 +219,8 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
             changes = load_weights(init_path, chunks, arch, optimizer=optimizer)
             log.event("init_full", path=str(init_path), arch_changes=changes)
 
-        source, summary = _build_source(cfg, arch, run_dir, build_sample_source)
-        log.event("data", source=summary.source, components=summary.components,
-                  truncated_documents=summary.truncated_documents)
+        source, summary = _build_source(cfg, arch, run_dir)
+        log.event("data", **dataclasses.asdict(summary))
         batches = GlobalBatches(source, cfg.train.global_batch_size, cfg.train.micro_batch_size,
                                 ps.get_data_parallel_rank(), ps.get_data_parallel_world_size())
         objective, extra_keys = _build_objective(cfg, parallel, log)
@@ -308,12 +314,13 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
         log.close()
 
 
-def _build_source(cfg, arch, run_dir, build_sample_source):
-    """Rank 0 first (it may prepare the shipped corpus), then the others."""
-    rank = torch.distributed.get_rank()
-    if rank == 0:
-        built = build_sample_source(cfg.data, cfg.train.seq_length, arch, run_dir)
+def _build_source(cfg: TrainingJobConfig, arch: ExaoneArch, run_dir: Path):
+    """Rank 0 prepares files (shipped corpus) first; then every rank builds the datasets
+    together (Megatron's dataset builder synchronises ranks itself)."""
+    from nemo_exaone.training.data_sources import build_sample_source, prepare_data
+
+    if torch.distributed.get_rank() == 0:
+        prepare_data(cfg.data, arch, run_dir)
     torch.distributed.barrier()
-    if rank != 0:
-        built = build_sample_source(cfg.data, cfg.train.seq_length, arch, run_dir)
-    return built
+    num_samples = cfg.train.max_steps * cfg.train.global_batch_size
+    return build_sample_source(cfg.data, cfg.train.seq_length, arch, run_dir, num_samples)

@@ -1,29 +1,95 @@
 """Prepare the bilingual corpus bundled with the package for the tiny CPU configs.
 
-Rank 0 trains the tiny tokenizer and writes Megatron indexed datasets under
-``<prepare_dir>`` once (atomically, so a killed preparation is redone, not half-used); later
-runs and stages that point at the same directory reuse them. The preparation itself is the
-data module's (:mod:`nemo_exaone.data`); this file only decides paths and the blend.
+``nemo_exaone/assets/data/corpus.jsonl`` (Korean/English, tagged by ``source``) is split
+by topic into the data of three stages, so the stage chain sees what EXAONE's recipe
+describes, in miniature:
+
+- ``pretrain`` (stage a): stories, essays, facts: general text;
+- ``continued`` (stage b): arithmetic and calendar text, the "weak domains" of the demo;
+  stage (b) replays the ``pretrain`` split at ``data.replay_fraction``;
+- ``hq`` (stage c, annealing): the hand-written essays and facts.
+
+The two ``quiz`` documents carry the deliberately leaked benchmark items (see the assets
+README) and are left out of every split; the data module's decontamination is the tool that
+finds such leaks in real corpora.
+
+Everything is made once under ``prepare_dir/shipped-<key>/`` (the key hashes the corpus,
+the split recipe and the vocabulary size): the tiny tokenizer
+(:func:`nemo_exaone.data.assets.build_tiny_tokenizer`), one JSONL and one Megatron indexed
+dataset (:func:`nemo_exaone.data.preprocess.preprocess`) per split. The directory appears
+atomically, so a killed preparation is redone, never half-used; every stage that names the
+same ``prepare_dir`` reuses it, and so trains with the same tokenizer.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 from nemo_exaone.config.presets import ExaoneArch
-from nemo_exaone.training.config import DataConfig
+from nemo_exaone.training.config import DataConfig, DatasetSpec
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "data"
+SPLIT_SOURCES: dict[str, tuple[str, ...]] = {
+    "pretrain": ("story", "essay", "facts"),
+    "continued": ("arithmetic", "calendar"),
+    "hq": ("essay", "facts"),
+}
+_RECIPE_VERSION = 1
+MAX_SHIPPED_VOCAB = 4096  # the corpus is far too small for a larger tokenizer
 
 
-class ShippedCorpusMissing(FileNotFoundError):
-    """The package was installed without the bundled corpus (or an older data module)."""
+def _key(corpus: Path, vocab_size: int) -> str:
+    digest = hashlib.sha256(corpus.read_bytes())
+    digest.update(json.dumps(SPLIT_SOURCES, sort_keys=True).encode())
+    return f"{digest.hexdigest()[:12]}-v{vocab_size}-r{_RECIPE_VERSION}"
 
 
-def prepare_shipped_data(data: DataConfig, arch: ExaoneArch, run_dir: Path) -> DataConfig:
-    """``data`` with ``blend`` (and ``replay``) pointing at prepared indexed datasets."""
-    corpus = ASSETS / data.shipped_corpus
-    if not corpus.is_dir():
-        raise ShippedCorpusMissing(
-            f"the shipped corpus {data.shipped_corpus!r} is not available under {ASSETS}")
-    raise ShippedCorpusMissing(f"preparing {corpus} is not supported yet")
+def _prepare(target: Path, corpus: Path, vocab_size: int) -> None:
+    from nemo_exaone.data.assets import build_tiny_tokenizer
+    from nemo_exaone.data.atomic import atomic_directory
+    from nemo_exaone.data.preprocess import PreprocessConfig, preprocess
+
+    with atomic_directory(target) as tmp:
+        tokenizer = build_tiny_tokenizer(tmp, vocab_size=vocab_size)
+        (tmp / "tokenizer").symlink_to(tokenizer.name)
+        records = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()
+                   if line.strip()]
+        for split, sources in SPLIT_SOURCES.items():
+            jsonl = tmp / f"{split}.jsonl"
+            jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records
+                                     if r.get("source") in sources), encoding="utf-8")
+            preprocess(PreprocessConfig(inputs=[str(jsonl)], output_prefix=str(tmp / split),
+                                        tokenizer_dir=str(tokenizer), workers=0,
+                                        show_progress=False))
+    # The tokenizer link is relative, so it survives the rename of the directory.
+
+
+def shipped_dir(prepare_dir: Path, arch: ExaoneArch) -> Path:
+    from nemo_exaone.data.assets import asset_paths
+
+    corpus = asset_paths()["corpus"]
+    if not corpus.is_file():
+        raise FileNotFoundError(f"the shipped corpus {corpus} is missing from this install")
+    vocab = min(arch.vocab_size, MAX_SHIPPED_VOCAB)
+    return prepare_dir / f"shipped-{_key(corpus, vocab)}"
+
+
+def prepare_shipped_data(data: DataConfig, arch: ExaoneArch, prepare_dir: Path) -> DataConfig:
+    """``data`` with the tokenizer and the split's (and replay's) indexed datasets filled in."""
+    from nemo_exaone.data.assets import asset_paths
+
+    target = shipped_dir(prepare_dir, arch)
+    if not (target / "tokenizer" / "tokenizer.json").is_file():
+        _prepare(target, asset_paths()["corpus"], min(arch.vocab_size, MAX_SHIPPED_VOCAB))
+    if data.shipped_split not in SPLIT_SOURCES:
+        raise ValueError(f"data.shipped_split={data.shipped_split!r}: choose one of "
+                         f"{', '.join(SPLIT_SOURCES)}")
+    replay = []
+    if data.replay_fraction > 0:
+        replay = list(data.replay) or [DatasetSpec(prefix=str(target / "pretrain"))]
+    return dataclasses.replace(
+        data, source="indexed", tokenizer_dir=str(target / "tokenizer"),
+        blend=list(data.blend) or [DatasetSpec(prefix=str(target / data.shipped_split))],
+        replay=replay)
