@@ -8,7 +8,8 @@ then, in the same run:
   ``random.sample`` of N windows per example, single process;
 * naive-set + fast normalize: the same set, with this project's batched normalization
   (isolates what the pool representation itself costs or saves);
-* nemo_exaone with 1 and 2 worker processes (sorted uint64 hash pool + exact confirmation).
+* nemo_exaone in the calling process and with 1 and 2 worker processes (sorted uint64 hash
+  pool + exact confirmation).
 
 Throughput = MB of training JSONL per second of scanning (pool building is timed apart).
 Pool memory = bytes retained by the pool (tracemalloc for the set; array sizes for the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import sys
 import tempfile
@@ -162,6 +164,7 @@ def main() -> int:
     from nemo_exaone.data.decontamination import _alnum_table
 
     _alnum_table()  # a one-time 0.2 s table build, not part of any scan
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="decontam_bench_") as tmp:
         workdir = Path(tmp)
         train_path, test_path, leaked = _make_workload(workdir, args.train_mb, args.test_chars)
@@ -170,12 +173,15 @@ def main() -> int:
             "naive set": _measure_naive(train_path, test_path, _naive_normalize, args.repeats),
             "naive set + fast normalize": _measure_naive(train_path, test_path,
                                                          _fast_normalize, args.repeats),
+            "nemo_exaone, in-process": _measure_ours(train_path, test_path, 0, args.repeats,
+                                                     workdir),
             "nemo_exaone, 1 worker": _measure_ours(train_path, test_path, 1, args.repeats,
                                                    workdir),
             "nemo_exaone, 2 workers": _measure_ours(train_path, test_path, 2, args.repeats,
                                                     workdir),
         }
     base = rows["naive set"]
+    print(f"load average before the run: {load[0]:.2f} on {os.cpu_count()} cores")
     print(f"training {train_mb:.1f} MB, test {base['test_chars'] / 1e6:.2f} M normalized chars, "
           f"{leaked} leaked examples, S={WINDOW}, N={SAMPLES}")
     header = (f"{'variant':30s} {'MB/s':>8s} {'x naive':>8s} {'pool MB/Mchar':>14s} "
@@ -202,6 +208,7 @@ def main() -> int:
     summary = {
         "benchmark": "decontaminate", "train_mb": round(train_mb, 2),
         "test_million_chars": round(base["test_chars"] / 1e6, 3), "leaked": leaked,
+        "load_average": round(load[0], 2), "cores": os.cpu_count(),
         "variants": results,
         "throughput_ratio_2_workers": best["throughput_ratio"],
         "memory_ratio": best["memory_ratio"],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -81,6 +82,8 @@ def main() -> int:
     args = parser.parse_args()
     import megatron.core.datasets.indexed_dataset  # noqa: F401  (import time is not measured)
 
+    load = os.getloadavg()
+
     from nemo_exaone.data.assets import build_tiny_tokenizer
 
     with tempfile.TemporaryDirectory(prefix="preprocess_bench_") as tmp:
@@ -102,6 +105,7 @@ def main() -> int:
                 counts[name] = tokens
         outputs = {p.read_bytes() for p in workdir.glob("out*.bin")}
     base = counts["plain loop (1 process)"] / min(timings["plain loop (1 process)"])
+    print(f"load average before the run: {load[0]:.2f} on {os.cpu_count()} cores")
     print(f"input {args.mb:.1f} MB JSONL, {counts['plain loop (1 process)']:,} tokens, "
           f"identical outputs: {len(outputs) == 1}")
     header = f"{'variant':26s} {'tokens/s':>12s} {'x plain':>8s} {'best s':>8s}"
@@ -115,6 +119,7 @@ def main() -> int:
                          "seconds": round(best, 3)}
         print(f"{name:26s} {rate:12,.0f} {rate / base:8.2f} {best:8.2f}")
     print(json.dumps({"benchmark": "preprocess", "input_mb": args.mb,
+                      "load_average": round(load[0], 2), "cores": os.cpu_count(),
                       "tokens": counts["plain loop (1 process)"], "variants": results,
                       "identical_outputs": len(outputs) == 1}))
     return 0

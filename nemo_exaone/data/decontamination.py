@@ -84,6 +84,8 @@ def _codepoints(text: str) -> np.ndarray:
 
 
 def _fold(text: str) -> str:
+    if text.isascii():  # O(1) flag check; NFKC leaves ASCII unchanged
+        return text.casefold()
     return unicodedata.normalize("NFKC", text).casefold()
 
 
