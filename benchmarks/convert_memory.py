@@ -3,8 +3,9 @@
 Builds a synthetic EXAONE checkpoint (random bf16, several layers of the 7.8B shape, >= 4 GB,
 written streaming, sharded), then converts it both ways with the streaming converter and with
 the naive approach (load the whole state dict, convert, save it in one call), each run in a
-fresh subprocess. Peak RSS is the larger of the child's ru_maxrss and the sampled RSS of its
-process tree. Target for streaming: peak <= 0.5 x checkpoint size + 1 GiB.
+fresh subprocess. Peak is the larger of the child's ru_maxrss and the sampled memory of its
+process tree (PSS, so that pages shared with a forked writer count once). Target for
+streaming: peak <= 0.5 x checkpoint size + 1 GiB.
 
 Prints a table and a final JSON line. Usage:
     python benchmarks/convert_memory.py [--layers 6] [--skip-naive] [--workdir /tmp]
@@ -145,18 +146,20 @@ def child_main(mode: str, src: str, dst: str) -> None:
 
 
 # ----------------------------------------------------------------------------- parent
-def tree_rss(proc: psutil.Process) -> int:
+def tree_pss(proc: psutil.Process) -> int:
+    """Proportional set size of a process and its children: pages they share (a forked
+    writer process) counted once, unlike a sum of RSS."""
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            total += p.memory_full_info().pss
         except psutil.Error:
             pass
     return total
 
 
 def run_child(mode: str, src: Path, dst: Path) -> dict:
-    """Run one conversion in a fresh interpreter; sample its process tree's RSS meanwhile."""
+    """Run one conversion in a fresh interpreter; sample its process tree's PSS meanwhile."""
     proc = subprocess.Popen([sys.executable, __file__, "--child", mode, str(src), str(dst)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
@@ -165,10 +168,10 @@ def run_child(mode: str, src: Path, dst: Path) -> dict:
     def sample() -> None:
         while proc.poll() is None:
             try:
-                peak[0] = max(peak[0], tree_rss(watched))
+                peak[0] = max(peak[0], tree_pss(watched))
             except psutil.Error:
                 break
-            time.sleep(0.02)
+            time.sleep(0.05)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -244,15 +247,15 @@ def main() -> None:
 
     print(f"\ncheckpoint {size / MIB:.0f} MiB; target peak RSS <= 0.5 x size + 1 GiB = "
           f"{target / MIB:.0f} MiB")
-    print("peak RSS = max(ru_maxrss of the converting process, sampled RSS of its process "
-          "tree);\nbaseline = RSS after imports, before converting")
-    print(f"{'run':22s} {'peak MiB':>9s} {'ru_maxrss':>9s} {'tree':>7s} {'baseline':>9s} "
+    print("peak = max(ru_maxrss of the converting process, sampled PSS of its process tree "
+          "incl. writer\nsubprocesses); baseline = RSS after imports, before converting")
+    print(f"{'run':22s} {'peak MiB':>9s} {'ru_maxrss':>9s} {'tree PSS':>8s} {'baseline':>9s} "
           f"{'x size':>7s} {'seconds':>8s} {'MB/s':>7s} {'target':>7s}")
     for name, r in runs.items():
         r["mb_per_s"] = size / 1e6 / r["seconds"]
         ok = "ok" if r["peak_rss"] <= target else "OVER"
         print(f"{name:22s} {r['peak_rss'] / MIB:9.0f} {r['ru_maxrss'] / MIB:9.0f} "
-              f"{r['sampled_tree_peak'] / MIB:7.0f} {r['baseline_rss'] / MIB:9.0f} "
+              f"{r['sampled_tree_peak'] / MIB:8.0f} {r['baseline_rss'] / MIB:9.0f} "
               f"{r['peak_rss'] / size:7.2f} {r['seconds']:8.1f} {r['mb_per_s']:7.0f} "
               f"{ok if name.startswith('stream') else '':>7s}")
     print(f"streaming round trip bit-identical: {identical}")
@@ -262,7 +265,7 @@ def main() -> None:
         "runs": {name.replace(" ", "_").replace("-", "_"): {
             "peak_rss_mib": round(r["peak_rss"] / MIB, 1),
             "ru_maxrss_mib": round(r["ru_maxrss"] / MIB, 1),
-            "sampled_tree_peak_mib": round(r["sampled_tree_peak"] / MIB, 1),
+            "sampled_tree_pss_mib": round(r["sampled_tree_peak"] / MIB, 1),
             "baseline_rss_mib": round(r["baseline_rss"] / MIB, 1),
             "seconds": round(r["seconds"], 2), "mb_per_s": round(r["mb_per_s"], 1)}
             for name, r in runs.items()},
