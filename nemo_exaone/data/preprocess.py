@@ -126,8 +126,9 @@ _WORKER: dict = {}
 
 
 def _init_worker(tokenizer_dir: str, mode: str, text_key: str, messages_key: str,
-                 append_eod: bool) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core per worker process
+                 append_eod: bool, in_worker_process: bool = True) -> None:
+    if in_worker_process:  # one core per worker process; the caller's setting is left alone
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from nemo_exaone.data.tokenizer import load_tokenizer
 
     _WORKER.update(
@@ -138,7 +139,7 @@ def _init_worker(tokenizer_dir: str, mode: str, text_key: str, messages_key: str
 
 @dataclass
 class _EncodedChunk:
-    tokens: np.ndarray  # all documents of the chunk, concatenated
+    tokens: np.ndarray  # int32 ids of all documents of the chunk, concatenated
     lengths: list[int]
     masks: np.ndarray | None
     errors: list[tuple[str, int, str]]  # (file, line, reason) of bad lines
@@ -172,7 +173,7 @@ def _encode_chunk(chunk: LineBlock) -> _EncodedChunk:
     if texts:
         docs = [ids + eod for ids in tokenizer.encode_batch(texts)]
     lengths = [len(d) for d in docs]
-    flat = np.fromiter(chain.from_iterable(docs), dtype=np.int64, count=sum(lengths))
+    flat = np.fromiter(chain.from_iterable(docs), dtype=np.int32, count=sum(lengths))
     mask_flat = None
     if _WORKER["mode"] == "chat":
         mask_flat = np.fromiter(chain.from_iterable(masks), dtype=np.uint8, count=sum(lengths))
@@ -200,7 +201,7 @@ def _encoded_chunks(config: PreprocessConfig) -> Iterator[_EncodedChunk]:
                  config.append_eod)
     chunks = _iter_chunks(config.inputs, config.chunk_bytes)
     if config.workers == 0:
-        _init_worker(*init_args)
+        _init_worker(*init_args, in_worker_process=False)
         yield from map(_encode_chunk, chunks)
         return
     context = _worker_context()
