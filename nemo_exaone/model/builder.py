@@ -128,6 +128,10 @@ def build_model(
     validate_parallel(arch, parallel, torch.distributed.get_world_size())
     config = transformer_config(arch, parallel, precision, options,
                                 perform_initialization=perform_initialization and not meta_device)
+    if meta_device:
+        # On CUDA Megatron allocates with an explicit device=cuda, which escapes the meta
+        # device context; CPU initialisation lets the context place everything on meta.
+        config.use_cpu_initialization = True
     spec_name = options.spec or default_spec_name()
     pre = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
     post = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
