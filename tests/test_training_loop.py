@@ -6,6 +6,7 @@ Kill-and-resume and SIGTERM run ``examples/pretrain.py`` as a subprocess and com
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -63,17 +64,23 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def _start_and_signal(cmd: list[str], run_dir: Path, at_step: int, sig: int
                       ) -> subprocess.Popen:
-    """Start ``cmd`` and send ``sig`` once ``metrics.jsonl`` reaches ``at_step``."""
+    """Start ``cmd`` in its own process group and, once ``metrics.jsonl`` reaches
+    ``at_step``, send ``sig`` to the whole group, as a scheduler does (SLURM signals every
+    process of a job, including dist_checkpointing's helper processes)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        records = read_jsonl(run_dir / "metrics.jsonl")
-        if records and records[-1]["step"] >= at_step:
-            proc.send_signal(sig)
-            break
-        time.sleep(0.01)
-    proc.wait(timeout=120)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            records = read_jsonl(run_dir / "metrics.jsonl")
+            if records and records[-1]["step"] >= at_step:
+                os.killpg(proc.pid, sig)
+                break
+            time.sleep(0.01)
+        proc.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # leave no helper process behind
     return proc
 
 
@@ -168,13 +175,15 @@ def test_resume_at_another_parallel_layout(tmp_path, prepare_dir):
             assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-4)
 
 
-def _stage_chain(configs: list) -> dict:
-    """Run the stages in order in one process; also try a checkpoint of the wrong model."""
+def _stage_chain(configs: list, recompute) -> dict:
+    """Run the stages in order in one process, stage (a) again with full activation
+    recompute, and try a checkpoint of the wrong model."""
     from nemo_exaone.training.loop import train
 
     out = {}
     for cfg in configs:
         out[cfg.run.name] = train(cfg).metrics
+    out["recompute"] = train(recompute).metrics
     wrong = configs[-1]
     wrong.stage.objective, wrong.init.checkpoint = "lm", configs[0].run.dir
     wrong.run.dir = wrong.run.dir + "_wrong_arch"
@@ -200,7 +209,10 @@ def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir
             f"run.dir={runs['d']}", "run.name=d", f"distill.teacher_checkpoint={runs['c']}",
             "distill.loss=afm"]),
     ]
-    [out] = spawn_local(_stage_chain, 1, configs)
+    recompute = compose_job("tiny_cpu", base + [
+        f"run.dir={tmp_path / 'a_recompute'}", "model.recompute_granularity=full",
+        "model.recompute_method=uniform", "model.recompute_num_layers=1"])
+    [out] = spawn_local(_stage_chain, 1, configs, recompute)
     for name in "abcd":
         assert len(out[name]) == 3 and all(r["loss"] == r["loss"] for r in out[name])
     init_b = next(e for e in read_jsonl(runs["b"] / "events.jsonl") if e["event"] == "init_weights")
@@ -210,6 +222,8 @@ def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir
     assert [r["lr"] for r in out["c"]] == pytest.approx([1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
     assert "loss/lm" in out["d"][0]  # the student's plain CE, logged beside the AFM loss
     assert "different architecture" in out["refusal"] and "num_layers" in out["refusal"]
+    for plain, recomputed in zip(out["a"], out["recompute"]):
+        assert recomputed["loss"] == pytest.approx(plain["loss"], abs=1e-6)
 
 
 def _nan_runs(skip_cfg, stop_cfg) -> dict:

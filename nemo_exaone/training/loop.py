@@ -184,6 +184,10 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
     from nemo_exaone.training.peak_flops import device_peak_tflops
     from nemo_exaone.training.schedule import build_scheduler, current_lr
 
+    if cfg.model.recompute_granularity:
+        from nemo_exaone.training.megatron_compat import cpu_causal_mask_for_recompute
+
+        cpu_causal_mask_for_recompute()
     rank = torch.distributed.get_rank()
     run_dir = Path(cfg.run.dir)
     ckpt_root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else run_dir / "checkpoints"
@@ -234,6 +238,9 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
                              resumed_from=str(resume_path) if resume_path else None,
                              last_checkpoint=str(resume_path) if resume_path else None)
         spikes = LossSpikeDetector(cfg.safety.spike_factor, cfg.safety.spike_window)
+        from nemo_exaone.training.megatron_compat import start_checkpoint_writer_ignoring_sigterm
+
+        start_checkpoint_writer_ignoring_sigterm()
         sigterm = _SigtermFlag()
         consecutive_skips = 0
         tokens_per_step = cfg.train.global_batch_size * cfg.train.seq_length

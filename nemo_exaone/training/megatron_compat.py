@@ -58,3 +58,63 @@ def unshare_adam_steps(optimizer) -> None:
             step = state.get("step")
             if step is not None and hasattr(step, "clone"):
                 state["step"] = step.clone()
+
+
+def cpu_causal_mask_for_recompute() -> None:
+    """On CPU, give Megatron a CPU causal mask (it builds it with ``device="cuda"``).
+
+    The CPU compatibility layer maps CUDA devices to the CPU with a TorchFunctionMode, but a
+    mode is not active while PyTorch runs the backward of ``torch.autograd.backward`` called
+    from Python, which is where activation recomputation re-runs the forward (and builds the
+    mask). Until :mod:`nemo_exaone.runtime.cpu_compat` patches ``get_default_causal_mask``
+    itself (then this is a no-op), recompute on CPU needs this.
+    """
+    import functools
+
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils
+
+    if getattr(utils.get_default_causal_mask, "_nemo_exaone_cpu", False):
+        return
+    if getattr(fused_softmax.get_default_causal_mask, "__module__", "") != utils.__name__:
+        return  # already replaced by the CPU compatibility layer
+
+    @functools.lru_cache(maxsize=8)
+    def causal_mask(sq: int) -> torch.Tensor:
+        return torch.triu(torch.ones(sq, sq, device="cpu"), diagonal=1).bool()
+
+    causal_mask._nemo_exaone_cpu = True
+    utils.get_default_causal_mask = causal_mask
+    fused_softmax.get_default_causal_mask = causal_mask
+
+
+def start_checkpoint_writer_ignoring_sigterm() -> None:
+    """Start dist_checkpointing's writer-results process now, with SIGTERM ignored.
+
+    Megatron's filesystem writer collects results through a ``multiprocessing`` Manager,
+    a separate process started at the first save. Schedulers (SLURM, ``kill -TERM -PGID``)
+    deliver SIGTERM to every process of the job, which killed that process and broke the
+    very checkpoint the loop saves on SIGTERM. A process inherits "ignored" dispositions
+    across exec, so creating the Manager while SIGTERM is ignored keeps it alive until the
+    trainer itself shuts it down. Main thread only (signals); a no-op elsewhere.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    getter = (getattr(filesystem_async, "get_write_results_queue", None)
+              or getattr(filesystem_async, "_get_write_results_queue", None))
+    if getter is None or getattr(filesystem_async, "_results_queue", None) is not None:
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        getter()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
