@@ -16,7 +16,7 @@ bf16 autocast) for the same shapes.
 
 Prints a table and a final JSON line. Examples::
 
-    python benchmarks/train_throughput.py                 # CPU, ~2 minutes
+    python benchmarks/train_throughput.py                 # CPU, ~3 minutes
     python benchmarks/train_throughput.py --gpu           # one GPU
 """
 
@@ -249,11 +249,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="GPU mode (see module docstring)")
     cpu = parser.add_argument_group("CPU mode")
-    cpu.add_argument("--hidden", type=int, default=256)
+    cpu.add_argument("--hidden", type=int, default=512)
     cpu.add_argument("--layers", type=int, default=4)
     cpu.add_argument("--heads", type=int, default=8)
     cpu.add_argument("--kv-heads", type=int, default=2)
-    cpu.add_argument("--ffn", type=int, default=704)
+    cpu.add_argument("--ffn", type=int, default=1408)
     cpu.add_argument("--vocab", type=int, default=4096)
     cpu.add_argument("--seq-length", type=int, default=256)
     cpu.add_argument("--micro-batch-size", type=int, default=4)
