@@ -175,15 +175,21 @@ def test_resume_at_another_parallel_layout(tmp_path, prepare_dir):
             assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-4)
 
 
-def _stage_chain(configs: list, recompute) -> dict:
+def _stage_chain(configs: list, recompute, async_cfg) -> dict:
     """Run the stages in order in one process, stage (a) again with full activation
-    recompute, and try a checkpoint of the wrong model."""
+    recompute, with asynchronous checkpoints (then resumed from the first one), and try a
+    checkpoint of the wrong model."""
     from nemo_exaone.training.loop import train
 
     out = {}
     for cfg in configs:
         out[cfg.run.name] = train(cfg).metrics
     out["recompute"] = train(recompute).metrics
+    out["async"] = train(async_cfg).metrics
+    root = Path(async_cfg.run.dir) / "checkpoints"
+    shutil.rmtree(root / "iter_0000003")
+    (root / "latest").write_text("iter_0000002\n")
+    out["async_resumed"] = train(async_cfg).metrics
     wrong = configs[-1]
     wrong.stage.objective, wrong.init.checkpoint = "lm", configs[0].run.dir
     wrong.run.dir = wrong.run.dir + "_wrong_arch"
@@ -212,7 +218,10 @@ def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir
     recompute = compose_job("tiny_cpu", base + [
         f"run.dir={tmp_path / 'a_recompute'}", "model.recompute_granularity=full",
         "model.recompute_method=uniform", "model.recompute_num_layers=1"])
-    [out] = spawn_local(_stage_chain, 1, configs, recompute)
+    async_cfg = compose_job("tiny_cpu", base + [
+        f"run.dir={tmp_path / 'a_async'}", "checkpoint.async_save=true",
+        "checkpoint.save_interval=2"])
+    [out] = spawn_local(_stage_chain, 1, configs, recompute, async_cfg)
     for name in "abcd":
         assert len(out[name]) == 3 and all(r["loss"] == r["loss"] for r in out[name])
     init_b = next(e for e in read_jsonl(runs["b"] / "events.jsonl") if e["event"] == "init_weights")
@@ -224,6 +233,9 @@ def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir
     assert "different architecture" in out["refusal"] and "num_layers" in out["refusal"]
     for plain, recomputed in zip(out["a"], out["recompute"]):
         assert recomputed["loss"] == pytest.approx(plain["loss"], abs=1e-6)
+    assert [r["loss"] for r in out["a"]] == [r["loss"] for r in out["async"]]
+    assert [r["step"] for r in out["async_resumed"]] == [3]
+    assert out["async_resumed"][0]["loss"] == out["async"][2]["loss"]
 
 
 def _nan_runs(skip_cfg, stop_cfg) -> dict:

@@ -268,19 +268,24 @@ def _full_state_dict(chunks, optimizer, scheduler, state: TrainState, layout: La
 
 # ------------------------------------------------------------------ save
 class CheckpointSaver:
-    """Saves checkpoints under ``root`` atomically; asynchronously on CUDA if asked."""
+    """Saves checkpoints under ``root`` atomically; asynchronously if asked.
+
+    Asynchronous: tensors are copied to host memory and written by a background process
+    while training goes on; the checkpoint is renamed into place (and ``latest`` updated)
+    when all ranks finished writing, at a later :meth:`finalize`.
+    """
 
     def __init__(self, root: str | Path, arch: ExaoneArch, async_save: bool = False,
                  keep_last: int | None = None) -> None:
         self.root = Path(root)
         self.arch = arch
         self.keep_last = keep_last
-        self.async_save = bool(async_save and torch.cuda.is_available())
+        self.async_save = bool(async_save)
         self._queue = None
+        self._save_kwargs: dict = {}
         if self.async_save:
-            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
-
-            self._queue = AsyncCallsQueue()
+            queue_cls, self._save_kwargs = _async_machinery()
+            self._queue = queue_cls()
 
     def save(self, step: int, chunks, optimizer, scheduler, state: TrainState) -> Path:
         """Write checkpoint ``iter_<step>``; returns its final path (complete on return,
@@ -303,7 +308,8 @@ class CheckpointSaver:
                 "train_state": asdict(state), "layout": asdict(layout),
                 "megatron_core": _mcore_version(), "saved_at": time.time(),
                 "contents": ["model", "optimizer", "scheduler", "rng_state", "train_state"]}
-        request = dist_checkpointing.save(sd, str(tmp), async_sharded_save=self.async_save)
+        request = dist_checkpointing.save(sd, str(tmp), async_sharded_save=self.async_save,
+                                          **self._save_kwargs)
 
         def publish() -> None:
             if _rank() == 0:
@@ -336,6 +342,28 @@ class CheckpointSaver:
         done = sorted(p for p in self.root.glob("iter_*") if p.is_dir())
         for old in done[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _async_machinery() -> tuple[type, dict]:
+    """The AsyncCallsQueue class and ``save`` keyword arguments for asynchronous saves.
+
+    megatron-core 0.16 has one implementation; 0.19 defaults to NVIDIA Resiliency Extension
+    (``nvidia-resiliency-ext``) and keeps its own ("mcore", deprecated) as the fallback.
+    """
+    import inspect
+
+    from megatron.core import dist_checkpointing
+
+    if "async_strategy" not in inspect.signature(dist_checkpointing.save).parameters:
+        from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+        return AsyncCallsQueue, {}
+    from megatron.core.dist_checkpointing.strategies.nvrx import has_nvrx_async_support
+    from megatron.core.dist_checkpointing.strategies.torch import get_async_strategy
+
+    strategy = "nvrx" if has_nvrx_async_support() else "mcore"
+    _, modules = get_async_strategy(strategy)
+    return modules["AsyncCallsQueue"], {"async_strategy": strategy}
 
 
 def _write_checkpoint_module_metadata(path: Path, arch: ExaoneArch, chunks) -> None:

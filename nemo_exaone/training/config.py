@@ -128,7 +128,7 @@ class CheckpointConfig:
     save_interval: int = 0  # every N steps; 0: only at the end
     save_at_end: bool = True
     resume: bool = True  # continue from <dir>/latest when it exists
-    async_save: bool = True  # on CUDA; a CPU run always saves synchronously
+    async_save: bool = True  # write in the background while training continues
     keep_last: int | None = None  # delete older checkpoints (null: keep all)
 
 

@@ -292,6 +292,7 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
                         reason = ("safety.on_nonfinite=stop" if not too_many else
                                   f"{consecutive_skips} consecutive non-finite steps > "
                                   f"safety.max_consecutive_skips")
+                        saver.finalize(blocking=True)  # publish a save still in flight
                         raise NonFiniteTrainingError(nonfinite_message(
                             step, out.loss, out.grad_norm, reason, result.last_checkpoint))
                 if cfg.checkpoint.save_interval and step % cfg.checkpoint.save_interval == 0:
