@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -175,13 +176,35 @@ def test_resume_at_another_parallel_layout(tmp_path, prepare_dir):
             assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-4)
 
 
-def _stage_chain(configs: list, recompute, async_cfg) -> dict:
+def _weights_from_converted_checkpoint(path: str) -> dict:
+    """The tiny model's weights as our stage loader and as the converter's loader read them."""
+    from nemo_exaone.checkpoint.mcore_checkpoint import load_mcore_checkpoint
+    from nemo_exaone.config.parallel import ParallelConfig
+    from nemo_exaone.config.presets import get_preset
+    from nemo_exaone.model.builder import build_model
+    from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
+    from nemo_exaone.training.checkpointing import load_weights
+
+    init_distributed(ParallelConfig(), seed=5)
+    try:
+        ours, theirs = build_model(get_preset("tiny")), build_model(get_preset("tiny"))
+        load_weights(Path(path), [ours], get_preset("tiny"))
+        load_mcore_checkpoint([theirs], path)
+        return {"ours": {k: v.clone() for k, v in ours.state_dict().items() if "extra" not in k},
+                "theirs": {k: v.clone() for k, v in theirs.state_dict().items()
+                           if "extra" not in k}}
+    finally:
+        destroy_distributed()
+
+
+def _stage_chain(configs: list, recompute, async_cfg, converted) -> dict:
     """Run the stages in order in one process, stage (a) again with full activation
-    recompute, with asynchronous checkpoints (then resumed from the first one), and try a
-    checkpoint of the wrong model."""
+    recompute, with asynchronous checkpoints (then resumed from the first one), a stage
+    from an HF-converted checkpoint, and try a checkpoint of the wrong model."""
     from nemo_exaone.training.loop import train
 
-    out = {}
+    out = {"converted_weights": _weights_from_converted_checkpoint(converted.init.checkpoint),
+           "converted": train(converted).metrics}
     for cfg in configs:
         out[cfg.run.name] = train(cfg).metrics
     out["recompute"] = train(recompute).metrics
@@ -221,7 +244,17 @@ def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir
     async_cfg = compose_job("tiny_cpu", base + [
         f"run.dir={tmp_path / 'a_async'}", "checkpoint.async_save=true",
         "checkpoint.save_interval=2"])
-    [out] = spawn_local(_stage_chain, 1, configs, recompute, async_cfg)
+    from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
+    from nemo_exaone.checkpoint.synthetic import write_random_hf_checkpoint
+    from nemo_exaone.config.presets import get_preset
+
+    write_random_hf_checkpoint(tmp_path / "hf", get_preset("tiny"), seed=3)
+    convert_hf_to_mcore(tmp_path / "hf", tmp_path / "converted", progress=False)
+    converted = compose_job("tiny_cpu_continued", base + [
+        f"run.dir={tmp_path / 'from_hf'}", f"init.checkpoint={tmp_path / 'converted'}",
+        "train.max_steps=2", "train.seq_length=128", "train.micro_batch_size=2",
+        "train.global_batch_size=4"])
+    [out] = spawn_local(_stage_chain, 1, configs, recompute, async_cfg, converted)
     for name in "abcd":
         assert len(out[name]) == 3 and all(r["loss"] == r["loss"] for r in out[name])
     init_b = next(e for e in read_jsonl(runs["b"] / "events.jsonl") if e["event"] == "init_weights")
@@ -236,6 +269,10 @@ def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir
     assert [r["loss"] for r in out["a"]] == [r["loss"] for r in out["async"]]
     assert [r["step"] for r in out["async_resumed"]] == [3]
     assert out["async_resumed"][0]["loss"] == out["async"][2]["loss"]
+    weights = out["converted_weights"]
+    assert weights["ours"].keys() == weights["theirs"].keys()
+    assert all(torch.equal(weights["ours"][k], weights["theirs"][k]) for k in weights["ours"])
+    assert len(out["converted"]) == 2
 
 
 def _nan_runs(skip_cfg, stop_cfg) -> dict:
