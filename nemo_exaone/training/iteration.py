@@ -17,6 +17,12 @@ from nemo_exaone.training.batches import Batch
 from nemo_exaone.training.optimizer import zero_grads
 
 
+def comm_device() -> torch.device:
+    """Where small tensors for collectives live: the current GPU under NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+        else torch.device("cpu")
+
+
 @dataclass
 class IterationResult:
     loss: float
@@ -31,7 +37,7 @@ def _reduce_reports(reports: list[dict], keys: list[str]) -> dict[str, tuple[flo
     """Sum [loss_sum, tokens] over micro-batches and data-parallel ranks; share over PP."""
     from megatron.core import parallel_state as ps
 
-    values = torch.zeros(len(keys), 2, dtype=torch.float64)
+    values = torch.zeros(len(keys), 2, dtype=torch.float64, device=comm_device())
     for report in reports:
         for i, key in enumerate(keys):
             if key in report:
@@ -42,6 +48,7 @@ def _reduce_reports(reports: list[dict], keys: list[str]) -> dict[str, tuple[flo
     if ps.get_pipeline_model_parallel_world_size() > 1:
         torch.distributed.broadcast(values, src=ps.get_pipeline_model_parallel_last_rank(),
                                     group=ps.get_pipeline_model_parallel_group())
+    values = values.cpu()
     return {key: (float(values[i, 0]), float(values[i, 1])) for i, key in enumerate(keys)}
 
 
@@ -59,7 +66,7 @@ def _grads_finite(model_chunks: list) -> bool:
 
 
 def _all_ranks_true(flag: bool) -> bool:
-    value = torch.tensor([1.0 if flag else 0.0])
+    value = torch.tensor([1.0 if flag else 0.0], device=comm_device())
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
     return bool(value[0] > 0)

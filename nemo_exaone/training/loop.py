@@ -137,7 +137,9 @@ class _SigtermFlag:
         self.raised = True
 
     def any_rank(self) -> bool:
-        value = torch.tensor([1.0 if self.raised else 0.0])
+        from nemo_exaone.training.iteration import comm_device
+
+        value = torch.tensor([1.0 if self.raised else 0.0], device=comm_device())
         if torch.distributed.get_world_size() > 1:
             torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
         return bool(value[0] > 0)

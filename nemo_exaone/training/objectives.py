@@ -22,6 +22,13 @@ from nemo_exaone.training import vocab_parallel
 from nemo_exaone.training.batches import Batch
 
 
+def to_device(batch: Batch) -> Batch:
+    """The micro-batch on this rank's GPU (a no-op on CPU)."""
+    if not torch.cuda.is_available():
+        return batch
+    return {k: v.cuda(non_blocking=True) for k, v in batch.items()}
+
+
 def masked_sum(token_losses: torch.Tensor, loss_mask: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of losses where mask is 1, number of such tokens as int)."""
@@ -39,7 +46,7 @@ class LanguageModelObjective:
         self.inject_nonfinite = False
 
     def forward_step(self, data_iterator: Iterator[Batch], model):
-        batch = next(data_iterator)
+        batch = to_device(next(data_iterator))
         output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
         return output, partial(self._loss, batch["loss_mask"])
 
@@ -95,7 +102,7 @@ class DistillationObjective:
         self.inject_nonfinite = False
 
     def forward_step(self, data_iterator: Iterator[Batch], model):
-        batch = next(data_iterator)
+        batch = to_device(next(data_iterator))
         with torch.no_grad():
             teacher_logits = self.teacher(batch["tokens"], batch["position_ids"], None)
         student_logits = model(batch["tokens"], batch["position_ids"], None)
