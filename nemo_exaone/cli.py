@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nemo_exaone.commands.info",
     "nemo_exaone.checkpoint.cli",
     "nemo_exaone.data.cli",
+    "nemo_exaone.training.cli",
 )
 
 

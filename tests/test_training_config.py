@@ -120,3 +120,14 @@ def test_flops_count_every_matmul_weight_twice(preset):
     # causal attention: QK^T and PV over (s+1)/2 keys on average
     assert f.attention_scores == arch.num_layers * 4 * (4097 / 2) * arch.num_attention_heads * d
     assert f.training == 3 * f.forward
+
+
+def test_cli_train_composes_the_same_configs(capsys):
+    from nemo_exaone.cli import main
+
+    assert main(["train", "--config-name", "tiny_cpu_anneal", "--cfg",
+                 "train.max_steps=7"]) == 0
+    out = capsys.readouterr().out
+    assert "max_steps: 7" in out and "objective: lm" in out and "name: anneal" in out
+    assert main(["train", "--config-name", "tiny_cpu", "--cfg", "train.max_stepz=1"]) == 2
+    assert "full_key: train.max_stepz" in capsys.readouterr().err
