@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+import string
+import unicodedata
 
 import numpy as np
 import pytest
+import xxhash
 
 from nemo_exaone.cli import main
 from nemo_exaone.data.assets import asset_paths
@@ -21,6 +24,15 @@ from nemo_exaone.data.decontamination import (
     sampled_window_starts,
     window_hashes,
 )
+from nemo_exaone.data.decontamination_fastpath import (
+    SPECIAL,
+    char_table,
+    hashes_at,
+    kept_lines,
+    normalize_batch,
+    parse_jsonl_block,
+)
+from nemo_exaone.data.jsonl import BadRecordError, LineBlock, decode_record, get_text
 
 ALPHABET = "abcdefghij가나다라마바사아자차0123456789"
 
@@ -215,3 +227,257 @@ def test_test_sets_with_only_short_items_remove_nothing(tmp_path):
     assert report["removed"] == 0 and len(kept) == 1
     assert report["pool"]["unique_windows"] == 0
     assert report["pool"]["test_fields_shorter_than_window"] == 2
+
+
+# ---- the chunk-at-a-time fast paths equal the simple per-text definitions ----------------
+
+# Characters that exercise every branch of the normalization table: ASCII, Hangul syllables,
+# compatibility and conjoining jamo (which compose), combining marks before and after
+# letters, canonically composable pairs (e + U+0301, Kannada U+0CBF + U+0CD5), composition
+# exclusions (U+0958), full-width forms, no-break and ideographic spaces, multi-character
+# case folds (ß, ﬁ, İ), final sigma, ½ ™ ① ² …, astral letters (𝐀, 𠀀) and symbols (😀),
+# U+0000 and U+2028.
+TRICKY = ("aZ09 .,_-!가힣각ㄱㅏㅋ\u1100\u1161\u11a8e\u0301\u0323\u00e9\u0cbf\u0cd5\u0958"
+          "ＡＺ１．\u00a0\u3000ßﬁİΣσς½™①²…𝐀𠀀😀\x00\u2028東京Ǆǅ\u1e9e\u0345ά")
+
+
+def _reference_normalize(text: str) -> str:
+    """The definition, independently of the package: NFKC, casefold, letters/digits."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text).casefold() if c.isalnum())
+
+
+def _random_text(rng: random.Random, size: int) -> str:
+    pools = (TRICKY, ALPHABET + " ", string.printable)
+    return "".join(rng.choice(rng.choice(pools)) for _ in range(size))
+
+
+def test_char_table_agrees_with_the_definition_for_every_code_point():
+    table = char_table()
+    for cp in range(0x110000):
+        value = int(table[cp])
+        if value == SPECIAL:
+            continue
+        expected = _reference_normalize(chr(cp))
+        assert expected == (chr(value) if value else ""), hex(cp)
+
+
+def test_char_table_values_hold_in_any_context():
+    """Strings of characters the table decides normalize character by character (random
+    strings over all of them, so neighbours of every kind meet)."""
+    table = char_table()
+    decided = np.flatnonzero((table != SPECIAL) & (table != 0))
+    dropped = np.flatnonzero(table == 0)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        cps = np.where(rng.random(200) < 0.7, rng.choice(decided, 200), rng.choice(dropped, 200))
+        cps = cps[(cps < 0xD800) | (cps > 0xDFFF)]
+        text = "".join(map(chr, cps.tolist()))
+        by_table = "".join(chr(v) for v in table[cps].tolist() if v)
+        assert _reference_normalize(text) == by_table
+
+
+def test_char_table_leaves_every_canonical_composition_to_the_per_text_path():
+    table = char_table()
+    pairs = ["\u1100\u1161", "\u1100\u1161\u11a8", "가\u11a8", "ㄱㅏ", "\u0cbf\u0cd5"]
+    for cp in range(0x110000):
+        parts = unicodedata.decomposition(chr(cp)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            pairs.append(chr(int(parts[0], 16)) + chr(int(parts[1], 16)))
+    for pair in pairs:
+        values = table[[ord(c) for c in pair]].tolist()
+        if SPECIAL not in values:
+            assert _reference_normalize(pair) == "".join(chr(v) for v in values if v), pair
+        codepoints, starts, lengths = normalize_batch(["x" + pair + "y", pair])
+        assert codepoints.astype("<u4").tobytes().decode("utf-32-le") == "".join(
+            _reference_normalize(t) for t in ("x" + pair + "y", pair))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_batch_normalization_equals_per_text_normalization(seed):
+    rng = random.Random(seed)
+    texts = [_random_text(rng, rng.choice([0, 1, 3, 20, 200])) for _ in range(300)]
+    texts += ["", "ASCII only, Mixed Case 123", "한국어 문장입니다.", "ㅋㅋㅋ ㄱㅏ"]
+    codepoints, starts, lengths = normalize_batch(texts)
+    for i, text in enumerate(texts):
+        got = codepoints[starts[i]: starts[i] + lengths[i]].astype("<u4").tobytes()
+        assert got.decode("utf-32-le") == _reference_normalize(text) == normalize_text(text)
+
+
+def test_hashes_at_sampled_starts_equal_direct_hashes():
+    rng = np.random.default_rng(0)
+    codepoints = rng.integers(0, 0x11000, 5000).astype(np.uint32)
+    for window in (1, 7, 50):
+        starts = np.sort(rng.integers(0, len(codepoints) - window + 1, 700))
+        assert np.array_equal(hashes_at(codepoints, starts, window),
+                              _direct_hashes(codepoints, starts, window))
+        assert np.array_equal(hashes_at(codepoints, starts, window),
+                              window_hashes(codepoints, window)[starts])
+
+
+def _mix64(value: int) -> int:
+    value ^= value >> 30
+    value = value * 0xBF58476D1CE4E5B9 & (2**64 - 1)
+    value ^= value >> 27
+    value = value * 0x94D049BB133111EB & (2**64 - 1)
+    return value ^ value >> 31
+
+
+def _reference_starts(norm: str, window: int, samples: int, seed: int) -> list[int]:
+    """Stratified sampling, one example at a time, in plain Python integers."""
+    count = len(norm) - window + 1
+    if count <= 0:
+        return []
+    if samples == 0 or count <= samples:
+        return list(range(count))
+    key = xxhash.xxh3_64_intdigest(norm.encode("utf-32-le"), seed=seed)
+    starts = []
+    for k in range(samples):
+        low = k * count // samples
+        width = (k + 1) * count // samples - low
+        starts.append(low + _mix64((key + (k + 1) * 0x9E3779B97F4A7C15) % 2**64) % width)
+    return starts
+
+
+@pytest.mark.parametrize("samples", [0, 1, 10])
+def test_sampling_equals_the_per_example_reference(samples):
+    rng = random.Random(samples)
+    texts = [_random_text(rng, rng.randint(0, 400)) for _ in range(200)]
+    texts += ["a" * n for n in (0, 49, 50, 55, 59, 60, 61)]
+    norms = [_reference_normalize(text) for text in texts]
+    keys = np.array([xxhash.xxh3_64_intdigest(n.encode("utf-32-le"), seed=5) for n in norms],
+                    dtype=np.uint64)
+    owners, starts = sample_windows(np.array([len(n) for n in norms]), keys, 50, samples)
+    expected = [(i, s) for i, n in enumerate(norms) for s in _reference_starts(n, 50, samples, 5)]
+    assert list(zip(owners.tolist(), starts.tolist())) == expected
+    for text, norm in zip(texts[:20], norms):
+        assert sampled_window_starts(text, 50, samples, seed=5) == _reference_starts(
+            norm, 50, samples, 5)
+
+
+BAD_LINES = [b"", b"   ", b"{broken", b'{"text": 3}', b'{"other": "x"}', b"[1, 2]", b'"text"',
+             b'{"text": "a"} trailing', b'  {"text": "leading space"}', b'{"text": "trailing"}  ',
+             b'{"text": "\\u00e9 \\ud55c \\n escaped"}', b'{"text": "bad \xff utf8"}',
+             b'{"text": ["a"]}', b'{"text": "x", "text": "dup"}', b'{"a": [', b'1]}',
+             b'{"text": "ok", "id": 12345678901234567890123}', b'{"text": NaN}',
+             b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", b'{"text": "\xef\xbb\xbfbom inside"}']
+
+
+def _random_block_data(rng: random.Random, lines: int) -> bytes:
+    out = []
+    for i in range(lines):
+        if rng.random() < 0.3:
+            out.append(rng.choice(BAD_LINES))
+        else:
+            record = {"id": i, "text": _random_text(rng, rng.randint(0, 80))}
+            out.append(json.dumps(record, ensure_ascii=rng.random() < 0.5).encode("utf-8"))
+    sep = b"\r\n" if rng.random() < 0.1 else b"\n"
+    data = sep.join(out) + (sep if rng.random() < 0.8 else b"")
+    return (b"\xef\xbb\xbf" if rng.random() < 0.1 else b"") + data
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_block_parsing_equals_line_by_line_parsing(seed):
+    rng = random.Random(seed)
+    block = LineBlock("t.jsonl", rng.choice([1, 1, 17]), _random_block_data(rng, 40))
+    expected_texts, expected_positions, expected_errors, record_bytes = [], [], [], 0
+    lines = block.lines()
+    for position, (line_no, raw) in enumerate(lines):
+        try:
+            record = decode_record(raw, "t.jsonl", line_no)
+            expected_texts.append(get_text(record, "text", "t.jsonl", line_no))
+        except BadRecordError as err:
+            expected_errors.append((err.path, err.line_no, err.reason))
+            continue
+        expected_positions.append(position)
+        record_bytes += len(raw)
+    parsed = parse_jsonl_block(block, "t.jsonl", "text")
+    assert parsed.texts == expected_texts and parsed.positions == expected_positions
+    assert parsed.errors == expected_errors
+    assert parsed.line_count == len(lines) and parsed.record_bytes == record_bytes
+    drop = sorted(rng.sample(range(len(lines)), rng.randint(0, len(lines))))
+    assert kept_lines(block, len(lines), drop) == b"".join(
+        raw + b"\n" for position, (_, raw) in enumerate(lines) if position not in drop)
+
+
+def test_block_parsing_never_reads_a_bad_line_into_the_next():
+    """Alone, each "[" * 600 line is malformed JSON; scanned on into the next one it is
+    too deep for the json module: the error must still be the line's own."""
+    data = b"[" * 600 + b"\n" + b"[" * 600 + b"\n" + b'{"a": \n1}\n{"text": "fine"}\n'
+    parsed = parse_jsonl_block(LineBlock("t.jsonl", 1, data), "t.jsonl", "text")
+    assert parsed.texts == ["fine"] and parsed.positions == [4]
+    assert [(line, reason.split(" (")[0]) for _, line, reason in parsed.errors] == [
+        (1, "malformed JSON"), (2, "malformed JSON"), (3, "malformed JSON"),
+        (4, "malformed JSON")]
+
+
+def _reference_decontaminate(train: bytes, tests: list[list[dict]], paths: list[str],
+                             window: int, samples: int, seed: int):
+    """Kept bytes, removed (id, test set, test item, window) and bad line numbers, computed
+    one line at a time with Python strings and a dict of test windows."""
+    pool: dict[str, tuple[str, object]] = {}
+    for path, items in zip(paths, tests):
+        for line_no, item in enumerate(items, start=1):
+            item_id = item["id"] if isinstance(item.get("id"), (str, int)) else f"{path}:{line_no}"
+            norm = _reference_normalize(item["text"])
+            for start in range(len(norm) - window + 1):
+                pool.setdefault(norm[start: start + window], (path, item_id))
+    kept, removed, bad, short = [], [], [], 0
+    for line_no, raw in LineBlock("train", 1, train).lines():
+        try:
+            record = decode_record(raw, "train", line_no)
+            text = get_text(record, "text", "train", line_no)
+        except BadRecordError:
+            bad.append(line_no)
+            continue
+        norm = _reference_normalize(text)
+        short += len(norm) < window
+        for start in _reference_starts(norm, window, samples, seed):
+            if norm[start: start + window] in pool:
+                path, item_id = pool[norm[start: start + window]]
+                record_id = record.get("id")
+                record_id = record_id if isinstance(record_id, (str, int)) else f"line:{line_no}"
+                removed.append((record_id, path, item_id, norm[start: start + window]))
+                break
+        else:
+            kept.append(raw + b"\n")
+    return b"".join(kept), removed, bad, short
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_decontamination_equals_a_line_by_line_reference(tmp_path, seed):
+    rng = random.Random(seed)
+    window, samples = rng.choice([(50, 10), (20, 3), (12, 0)])
+    tests = [[{"id": f"s{s}-{i}", "text": _random_text(rng, rng.randint(5, 150))}
+              for i in range(rng.randint(1, 30))] for s in range(2)]
+    tests[0].append({"text": tests[1][0]["text"]})  # a window in two sets: the first one wins
+    lines = []
+    for i in range(300):
+        roll = rng.random()
+        if roll < 0.05:
+            lines.append(rng.choice(BAD_LINES))
+            continue
+        text = _random_text(rng, rng.randint(0, 300))
+        if roll < 0.3:  # a leaked test item, re-cased, inside other text
+            leak = rng.choice(rng.choice(tests))["text"]
+            cut = rng.randint(0, len(text))
+            text = text[:cut] + (leak.upper() if rng.random() < 0.5 else leak) + text[cut:]
+        record = {"text": text} if rng.random() < 0.1 else {"id": f"r{i}", "text": text}
+        lines.append(json.dumps(record, ensure_ascii=rng.random() < 0.3).encode("utf-8"))
+    train_bytes = b"\n".join(lines) + b"\n"
+    (tmp_path / "train.jsonl").write_bytes(train_bytes)
+    paths = [_jsonl(tmp_path / f"test{s}.jsonl", items) for s, items in enumerate(tests)]
+    kept, removed, bad, short = _reference_decontaminate(train_bytes, tests, paths, window,
+                                                         samples, seed)
+    assert removed and bad  # the data exercises both
+    for workers, chunk_bytes in ((0, 1 << 20), (0, 700), (2, 3000)):
+        report = decontaminate(DecontaminationConfig(
+            train=str(tmp_path / "train.jsonl"), tests=paths, out=str(tmp_path / "o.jsonl"),
+            report=str(tmp_path / "r.json"), window=window, samples=samples, seed=seed,
+            workers=workers, chunk_bytes=chunk_bytes, skip_bad=True, show_progress=False))
+        assert (tmp_path / "o.jsonl").read_bytes() == kept
+        got = sorted((m["id"], path, m["test_item"], m["matched_window"])
+                     for path, entry in report["test_sets"].items() for m in entry["matches"])
+        assert got == sorted(removed)
+        assert report["removed"] == len(removed) and report["skipped_bad_lines"] == len(bad)
+        assert report["kept_shorter_than_window"] == short
+        assert report["kept"] == 300 - len(bad) - len(removed)

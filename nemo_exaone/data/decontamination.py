@@ -29,7 +29,13 @@ Choices made here (also in the report's ``params``):
   computed for all test windows at once with prefix sums in numpy, then bit-mixed) with,
   for each hash, the window's offset into the stored normalized test text. Every hash hit
   is confirmed by comparing the actual characters, so a hash collision can never remove a
-  clean example.
+  clean example. A bitmap of the hashes' low bits (16 to 32 bits per window, counted in
+  the pool's memory) answers most lookups that miss without a binary search.
+* The training data is scanned a block (``chunk_bytes``) at a time: parsed, normalized,
+  sampled, hashed and looked up with a few passes over the whole block
+  (:mod:`nemo_exaone.data.decontamination_fastpath`), with the same results as the
+  per-example definitions above (``normalize_text``, ``sampled_window_starts``); the tests
+  compare the two on random data.
 """
 
 from __future__ import annotations
@@ -41,12 +47,20 @@ import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 import xxhash
 
 from nemo_exaone.data.atomic import atomic_outputs
+from nemo_exaone.data.decontamination_fastpath import (
+    char_table,
+    hashes_at,
+    kept_lines,
+    normalize_batch,
+    parse_jsonl_block,
+)
 from nemo_exaone.data.jsonl import (
     BadRecordError,
     LineBlock,
@@ -180,31 +194,24 @@ def sample_windows(
     counts = np.asarray(lengths, dtype=np.int64) - window + 1
     eligible = counts > 0
     exhaustive = eligible & ((counts <= samples) | (samples == 0))
-    sampled = np.nonzero(eligible & ~exhaustive)[0]
-    owners: list[np.ndarray] = []
-    starts: list[np.ndarray] = []
-    full = np.nonzero(exhaustive)[0]
-    if len(full):
-        repeats = counts[full]
-        owners.append(np.repeat(full, repeats))
-        first = np.repeat(np.cumsum(repeats) - repeats, repeats)
-        starts.append(np.arange(int(repeats.sum()), dtype=np.int64) - first)
-    if len(sampled):
-        count = counts[sampled][:, None]
-        stratum = np.arange(samples, dtype=np.int64)[None, :]
+    per_example = np.where(exhaustive, counts, np.where(eligible, samples, 0))
+    total = int(per_example.sum())
+    # Rows come out grouped by example, in order; within one, by stratum (= by start).
+    owner = np.repeat(np.arange(len(counts), dtype=np.int64), per_example)
+    rank = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(per_example) - per_example,
+                                                        per_example)
+    start = rank  # exhaustive: every start in turn
+    rows = np.flatnonzero(~exhaustive[owner])
+    if len(rows):
+        example, stratum = owner[rows], rank[rows]
+        count = counts[example]
         low = stratum * count // samples
         width = (stratum + 1) * count // samples - low
         with np.errstate(over="ignore"):
-            draws = keys[sampled][:, None] + (stratum.astype(np.uint64) + np.uint64(1)) * _GOLDEN
-            draws = _mix(draws)
-        owners.append(np.repeat(sampled, samples))
-        starts.append((low + (draws % width.astype(np.uint64)).astype(np.int64)).reshape(-1))
-    if not owners:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    owner = np.concatenate(owners)
-    start = np.concatenate(starts)
-    order = np.argsort(owner, kind="stable")
-    return owner[order], start[order]
+            draws = _mix(keys[example] + (stratum.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+        start = start.copy()
+        start[rows] = low + (draws % width.astype(np.uint64)).astype(np.int64)
+    return owner, start
 
 
 def sampled_window_starts(text: str, window: int = 50, samples: int = 10, seed: int = 0) -> list[int]:
@@ -233,12 +240,33 @@ class WindowPool:
     set_names: list[str]
     hash_mask: int = FULL_MASK
     stats: dict = field(default_factory=dict)
+    # Bit i set iff some pool hash has (hash mod len(prefilter) * 8) == i; built from
+    # ``hashes`` when not given. 16 to 32 bits per window: a lookup that misses the pool
+    # (nearly all of them) is answered here ~95% of the time, without a binary search.
+    prefilter: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefilter is None:
+            bits = 64
+            while bits < 16 * len(self.hashes):
+                bits *= 2
+            present = np.zeros(bits, dtype=bool)
+            present[self.hashes & np.uint64(bits - 1)] = True
+            self.prefilter = np.packbits(present, bitorder="little")
 
     @property
     def nbytes(self) -> int:
         arrays = (self.hashes, self.offsets, self.text, self.segment_starts, self.segment_item,
-                  self.item_set)
+                  self.item_set, self.prefilter)
         return int(sum(a.nbytes for a in arrays))
+
+    def _maybe_present(self, hashes: np.ndarray) -> np.ndarray:
+        """Indices of the (masked) ``hashes`` that the prefilter cannot rule out."""
+        slots = hashes & np.uint64(len(self.prefilter) * 8 - 1)
+        words = np.take(self.prefilter, slots >> np.uint64(3))
+        words >>= (slots & np.uint64(7)).astype(np.uint8)
+        words &= np.uint8(1)
+        return np.flatnonzero(words)
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -251,27 +279,59 @@ class WindowPool:
 
         ``hashes`` (unmasked) may be given when the caller already computed them.
         """
-        if len(starts) == 0:
-            return []
+        found: list[tuple[int, int] | None] = [None] * len(starts)
+        for k, offset in zip(*self.find_hits(codepoints, starts, hashes)):
+            found[k] = (offset, int(starts[k]))
+        return found
+
+    def find_hits(
+        self, codepoints: np.ndarray, starts: np.ndarray, hashes: np.ndarray | None = None
+    ) -> tuple[list[int], list[int]]:
+        """The confirmed matches among the windows at ``starts``: ``(indices into starts,
+        window offsets in the pool text)``, indices increasing. Like :meth:`find`, without a
+        Python object per window that misses."""
+        if len(starts) == 0 or len(self.hashes) == 0:
+            return [], []
         if hashes is None:
             hashes = _direct_hashes(codepoints, starts, self.window)
-        hashes = hashes & np.uint64(self.hash_mask)
-        order = np.argsort(hashes)  # sorted queries walk the pool in order: far fewer cache misses
-        left = np.empty(len(hashes), dtype=np.int64)
-        left[order] = np.searchsorted(self.hashes, hashes[order], side="left")
-        inside = np.minimum(left, max(len(self.hashes) - 1, 0))
-        hit = (left < len(self.hashes)) & (self.hashes[inside] == hashes) if len(self) else left < 0
-        right = left.copy()
-        right[hit] = np.searchsorted(self.hashes, hashes[hit], side="right")
-        found: list[tuple[int, int] | None] = [None] * len(starts)
+        if self.hash_mask != FULL_MASK:
+            hashes = hashes & np.uint64(self.hash_mask)
+        maybe = self._maybe_present(hashes)
+        # sorted queries walk the pool in order: far fewer cache misses
+        order = maybe[np.argsort(hashes[maybe])]
+        ordered = hashes[order]
+        left_sorted = np.searchsorted(self.hashes, ordered, side="left")
+        inside = np.minimum(left_sorted, len(self.hashes) - 1)
+        hit_sorted = np.flatnonzero(self.hashes[inside] == ordered)
+        if len(hit_sorted) == 0:
+            return [], []
+        candidates = order[hit_sorted]
+        left = left_sorted[hit_sorted]
+        right = np.searchsorted(self.hashes, ordered[hit_sorted], side="right")
+        ranking = np.argsort(candidates)
+        candidates, left, right = candidates[ranking], left[ranking], right[ranking]
         span = np.arange(self.window)
-        for k in np.nonzero(hit)[0]:
+        # Confirm against the first pool window of equal hash, many candidates at once ...
+        first = self.offsets[left].astype(np.int64)
+        ours = starts[candidates]
+        equal = np.empty(len(candidates), dtype=bool)
+        for begin in range(0, len(candidates), 1 << 13):  # bounded temporaries
+            rows = slice(begin, begin + (1 << 13))
+            equal[rows] = (self.text[first[rows, None] + span]
+                           == codepoints[ours[rows, None] + span]).all(axis=1)
+        matched = first.copy()
+        # ... and, where that one differs and others share the hash, against each of them.
+        for row in np.flatnonzero(~equal & (right - left > 1)).tolist():
+            k = candidates[row]
             candidate = codepoints[starts[k]: starts[k] + self.window]
-            offsets = self.offsets[left[k]: right[k]].astype(np.int64)
-            equal = (self.text[offsets[:, None] + span] == candidate).all(axis=1)
-            if equal.any():
-                found[k] = (int(offsets[np.argmax(equal)]), int(starts[k]))
-        return found
+            offsets = self.offsets[left[row] + 1: right[row]].astype(np.int64)
+            same = (self.text[offsets[:, None] + span] == candidate).all(axis=1)
+            if same.any():
+                equal[row] = True
+                matched[row] = offsets[np.argmax(same)]
+        indices = candidates[equal].tolist()
+        offsets_found = matched[equal].tolist()
+        return indices, offsets_found
 
     def describe_match(self, offset: int) -> tuple[int, object, str]:
         """``(test_set_index, test_item_id, window_text)`` of a pool window offset."""
@@ -453,57 +513,61 @@ class _ScanResult:
 
 
 def _scan_chunk(block: LineBlock) -> _ScanResult:
+    """Scan one block: parse, normalize, sample, hash and look up the whole block at once
+    (the fast paths of :mod:`decontamination_fastpath`, equal to the per-text definitions)."""
     pool: WindowPool = _SCAN["pool"]
     config: DecontaminationConfig = _SCAN["config"]
-    path = config.train
-    lines = block.lines()
-    kept = [False] * len(lines)
-    errors: list[tuple[str, int, str]] = []
-    texts: list[str] = []
-    positions: list[int] = []
-    ids: list = []
-    text_bytes = 0
-    for position, (line_no, raw) in enumerate(lines):
-        try:
-            record = decode_record(raw, path, line_no)
-            texts.append(get_text(record, config.text_key, path, line_no))
-        except BadRecordError as err:
-            errors.append((err.path, err.line_no, err.reason))
-            continue
-        text_bytes += len(raw)
-        kept[position] = True
-        positions.append(position)
-        record_id = record.get(config.id_key)
-        ids.append(record_id if isinstance(record_id, (str, int)) else None)
-    # Normalize, sample, hash and look up the whole chunk at once.
-    codepoints, bounds = normalize_codepoints(texts)
-    lengths = np.diff(bounds)
-    keys = _example_keys(codepoints, bounds, config.seed)
+    parsed = parse_jsonl_block(block, config.train, config.text_key)
+    codepoints, starts, lengths = normalize_batch(parsed.texts)
+    keys = _sample_keys(codepoints, starts, lengths, config)
     owners, local_starts = sample_windows(lengths, keys, config.window, config.samples)
-    starts = bounds[:-1][owners] + local_starts
-    hashes = None
-    if len(starts) * config.window > 4 * len(codepoints):  # dense (exhaustive): roll instead
-        hashes = window_hashes(codepoints, config.window)[starts]
-    matches = pool.find(codepoints, starts, hashes)
+    window_starts = starts[owners] + local_starts
+    hits, offsets = pool.find_hits(codepoints, window_starts,
+                                   hashes_at(codepoints, window_starts, config.window))
     removed: list[dict] = []
+    drop: set[int] = set()
     flagged: set[int] = set()
-    for owner, match in zip(owners.tolist(), matches):
-        if match is None or owner in flagged:
+    owner_list = owners[hits].tolist() if hits else []
+    for owner, offset in zip(owner_list, offsets):  # hits come in (owner, start) order
+        if owner in flagged:
             continue
         flagged.add(owner)
-        position = positions[owner]
-        kept[position] = False
-        set_index, item_id, window_text = pool.describe_match(match[0])
+        position = parsed.positions[owner]
+        line_no = block.first_line + position
+        record_id = parsed.records[owner].get(config.id_key)
+        set_index, item_id, window_text = pool.describe_match(offset)
         removed.append({
-            "id": ids[owner] if ids[owner] is not None else f"line:{lines[position][0]}",
-            "line": lines[position][0],
+            "id": record_id if isinstance(record_id, (str, int)) else f"line:{line_no}",
+            "line": line_no,
             "test_set": pool.set_names[set_index],
             "test_item": item_id,
             "matched_window": window_text,
         })
+        drop.add(position)
+    drop.update(line_no - block.first_line for _, line_no, _ in parsed.errors)
     short = int((lengths < config.window).sum())
-    kept_bytes = b"".join(raw + b"\n" for (_, raw), keep in zip(lines, kept) if keep)
-    return _ScanResult(kept_bytes, sum(kept), removed, errors, short, text_bytes)
+    kept_bytes = kept_lines(block, parsed.line_count, sorted(drop))
+    return _ScanResult(kept_bytes, len(parsed.texts) - len(removed), removed, parsed.errors,
+                       short, parsed.record_bytes)
+
+
+def _sample_keys(codepoints: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                 config: DecontaminationConfig) -> np.ndarray:
+    """``_example_keys`` for the examples whose windows are sampled (0 for the others)."""
+    keys = np.zeros(len(lengths), dtype=np.uint64)
+    if config.samples == 0:
+        return keys
+    need = np.flatnonzero(lengths - config.window + 1 > config.samples)
+    if len(need) == 0:
+        return keys
+    data = memoryview(np.ascontiguousarray(codepoints, dtype="<u4")).cast("B")
+    begins = starts[need] * 4
+    ends = begins + lengths[need] * 4
+    # C-level iteration: one memoryview slice and one xxh3 call per example
+    pieces = map(data.__getitem__, map(slice, begins.tolist(), ends.tolist()))
+    digests = map(xxhash.xxh3_64_intdigest, pieces, repeat(config.seed & FULL_MASK))
+    keys[need] = np.fromiter(digests, dtype=np.uint64, count=len(need))
+    return keys
 
 
 def _scanned(config: DecontaminationConfig, pool: WindowPool):
@@ -543,6 +607,7 @@ def decontaminate(config: DecontaminationConfig, pool: WindowPool | None = None)
     if pool is None:
         pool = build_window_pool(config.tests, config.test_keys, config.window, config.id_key,
                                  config.hash_mask, test_skips if config.skip_bad else None)
+    char_table()  # built once (~0.3 s) before the scan, and before workers fork
     pool_seconds = time.perf_counter() - started
     train_skips = SkipStats()
     removed: list[dict] = []

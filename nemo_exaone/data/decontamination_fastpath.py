@@ -1,0 +1,278 @@
+"""Fast paths of the decontamination scan: whole chunks at a time, the same results.
+
+:mod:`nemo_exaone.data.decontamination` defines the method with simple per-text code
+(``normalize_codepoints``, ``_direct_hashes``, ``decode_record`` per line); the functions
+here compute exactly the same values for a whole chunk of training data with a few C-speed
+passes, and fall back to that simple code wherever a shortcut would not be exact:
+
+* :func:`parse_jsonl_block` decodes the block's UTF-8 once and runs the ``json`` module's
+  own scanner line by line; a line it cannot take whole (bad JSON, leading/trailing
+  whitespace, not an object, missing or non-string text) is handed to ``decode_record`` /
+  ``get_text`` so errors read exactly as before. Blocks with ``\\r`` or a byte-order mark,
+  or that are not valid UTF-8 as a whole, are parsed line by line as before.
+* :func:`normalize_batch` maps every character through one table (casefolded code point if
+  it is a letter or digit, 0 if it is dropped). This equals NFKC + casefold + ``isalnum``
+  for text made only of characters that NFKC provably leaves alone (quick-check "yes",
+  combining class 0, not the second half of a canonical composition) and that casefold to
+  one character; the table marks every other character, and a text containing one is
+  normalized by the simple per-text code instead.
+* :func:`hashes_at` computes the pool's polynomial window hash only at the sampled starts,
+  from one prefix sum over the chunk's normalized text (O(characters), not O(windows * S)).
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from nemo_exaone.data.jsonl import BadRecordError, LineBlock, decode_record, get_text
+
+__all__ = ["char_table", "normalize_batch", "hashes_at", "parse_jsonl_block", "ParsedBlock"]
+
+SPECIAL = 0xFFFFFFFF  # table value: the character needs the per-text (NFKC) path
+_BOM = b"\xef\xbb\xbf"
+# Conjoining Hangul jamo (and their extensions) compose algorithmically; always take the
+# per-text path for them (precomposed syllables U+AC00..U+D7A3 are plain characters).
+_JAMO_RANGES = ((0x1100, 0x1200), (0xA960, 0xA980), (0xD7B0, 0xD800))
+
+
+@lru_cache(maxsize=1)
+def char_table() -> np.ndarray:
+    """``table[cp]``: the casefolded code point of ``chr(cp)`` if it is a letter or digit, 0
+    if normalization drops it, :data:`SPECIAL` if the table cannot decide (see module doc).
+
+    4.4 MB, built once per process in about 0.3 s (shared with forked workers).
+    """
+    table = np.zeros(0x110000, dtype=np.uint32)
+    category, combining = unicodedata.category, unicodedata.combining
+    decomposition, is_normalized = unicodedata.decomposition, unicodedata.is_normalized
+    second_halves: set[int] = set()
+    unstable: list[int] = []  # NFKC changes them, but they may still have a table value
+    for cp in range(0x110000):
+        char = chr(cp)
+        if category(char) in ("Cn", "Co", "Cs"):
+            # Unassigned, private use, surrogates: NFKC and casefold leave them alone and
+            # they are not alphanumeric (a test checks this for every code point).
+            continue
+        parts = decomposition(char).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            second_halves.add(int(parts[1], 16))  # may compose with what precedes it
+        folded = char.casefold()
+        if len(folded) != 1 or combining(char):
+            table[cp] = SPECIAL
+        elif not is_normalized("NFKC", char):
+            table[cp] = SPECIAL
+            unstable.append(cp)
+        elif folded.isalnum():
+            table[cp] = ord(folded)
+    table[sorted(second_halves)] = SPECIAL
+    for low, high in _JAMO_RANGES:
+        table[low:high] = SPECIAL
+    # A starter that composes with nothing before it and whose NFKC form is made of plain
+    # characters only (e.g. no-break space, full-width forms, "…"): replacing it by that
+    # form gives a canonically equivalent string of plain characters, which NFKC leaves
+    # alone; so it stands for what its form normalizes to, if that is at most one character.
+    values = {}
+    for cp in unstable:
+        if cp in second_halves or table[cp] != SPECIAL:
+            continue
+        form = [int(table[ord(c)]) for c in unicodedata.normalize("NFKC", chr(cp))]
+        kept = [value for value in form if value != 0]
+        if SPECIAL not in form and len(kept) <= 1:
+            values[cp] = kept[0] if kept else 0
+    for cp, value in values.items():
+        table[cp] = value
+    table.flags.writeable = False
+    return table
+
+
+def normalize_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalize many texts: ``(codepoints, starts, lengths)``; text ``i`` normalizes to
+    ``codepoints[starts[i]: starts[i] + lengths[i]]``.
+
+    The same code points as ``normalize_codepoints`` (texts are not necessarily stored in
+    order: those that need the per-text path come after the others).
+    """
+    from nemo_exaone.data.decontamination import normalize_codepoints
+
+    count = len(texts)
+    raw_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
+    raw_ends = np.cumsum(raw_lengths)
+    raw = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+    mapped = np.take(char_table(), raw)
+    slow = np.zeros(0, dtype=np.int64)
+    if len(mapped) and mapped.max() == SPECIAL:
+        slow = np.unique(np.searchsorted(raw_ends, np.flatnonzero(mapped == SPECIAL),
+                                         side="right"))
+        for index in slow.tolist():  # those texts take the per-text path below
+            mapped[raw_ends[index] - raw_lengths[index]: raw_ends[index]] = 0
+    keep = mapped != 0
+    codepoints = np.compress(keep, mapped)
+    lengths = np.zeros(count, dtype=np.int64)
+    nonempty = np.flatnonzero(raw_lengths)
+    if len(nonempty):  # kept characters per (non-empty) text
+        lengths[nonempty] = np.add.reduceat(keep, raw_ends[nonempty] - raw_lengths[nonempty],
+                                            dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    if len(slow):
+        slow_codepoints, bounds = normalize_codepoints([texts[i] for i in slow.tolist()])
+        starts[slow] = len(codepoints) + bounds[:-1]
+        lengths[slow] = np.diff(bounds)
+        codepoints = np.concatenate([codepoints, slow_codepoints])
+    return codepoints, starts, lengths
+
+
+class _Powers:
+    """``B**i`` and ``B**-i`` mod 2**64 for i < size, grown on demand and kept."""
+
+    def __init__(self) -> None:
+        self.base = self.inverse = np.zeros(0, dtype=np.uint64)
+
+    def get(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.base) < size:
+            from nemo_exaone.data.decontamination import _BASE, _BASE_INV, _powers
+
+            grown = max(size, 2 * len(self.base), 1 << 16)
+            self.base, self.inverse = _powers(_BASE, grown), _powers(_BASE_INV, grown)
+        return self.base, self.inverse
+
+
+_POWERS = _Powers()
+
+
+def hashes_at(codepoints: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """The pool's hash (``window_hashes``) of the ``window``-long substrings at ``starts``.
+
+    H_i = (P[i + S] - P[i]) * B**(i + S - 1) with P[j] = sum_{t<j} c[t] * B**-t mod 2**64.
+    """
+    from nemo_exaone.data.decontamination import _mix
+
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    size = len(codepoints)
+    base, inverse = _POWERS.get(size + 1)
+    with np.errstate(over="ignore"):
+        prefix = np.empty(size + 1, dtype=np.uint64)
+        prefix[0] = 0
+        np.multiply(codepoints, inverse[:size], out=prefix[1:], dtype=np.uint64)
+        np.cumsum(prefix[1:], out=prefix[1:])
+        ends = starts + window
+        hashes = np.take(prefix, ends)
+        hashes -= np.take(prefix, starts)
+        hashes *= np.take(base, ends - 1)
+        return _mix(hashes)
+
+
+# ---- JSONL ------------------------------------------------------------------------------
+
+_SCAN_ONCE = json.JSONDecoder().scan_once  # what json.loads runs after skipping whitespace
+
+
+@dataclass
+class ParsedBlock:
+    """The usable records of a block, in order, and its bad lines."""
+
+    line_count: int
+    texts: list[str]
+    records: list[dict]
+    positions: list[int]  # line index (0-based, in the block) of each record
+    errors: list[tuple[str, int, str]]  # (path, line number, reason)
+    record_bytes: int = 0  # bytes of the usable lines (without line endings)
+
+
+def _slow_line(raw: bytes, path: str, line_no: int, text_key: str, parsed: ParsedBlock,
+               position: int) -> bool:
+    try:
+        record = decode_record(raw, path, line_no)
+        text = get_text(record, text_key, path, line_no)
+    except BadRecordError as err:
+        parsed.errors.append((err.path, err.line_no, err.reason))
+        return False
+    parsed.texts.append(text)
+    parsed.records.append(record)
+    parsed.positions.append(position)
+    return True
+
+
+def parse_jsonl_block(block: LineBlock, path: str, text_key: str) -> ParsedBlock:
+    """Records and errors of a block, exactly as ``decode_record`` + ``get_text`` per line."""
+    data = block.data
+    text = None
+    if b"\r" not in data and not (block.first_line == 1 and data.startswith(_BOM)):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    if text is None:  # line by line, as LineBlock.lines() splits them
+        lines = block.lines()
+        parsed = ParsedBlock(len(lines), [], [], [], [])
+        for position, (line_no, raw) in enumerate(lines):
+            if _slow_line(raw, path, line_no, text_key, parsed, position):
+                parsed.record_bytes += len(raw)
+        return parsed
+    parsed = ParsedBlock(0, [], [], [], [])
+    texts, records, positions = parsed.texts, parsed.records, parsed.positions
+    scan, find = _SCAN_ONCE, text.find
+    bad_bytes = 0
+    size = len(text)
+    begin = position = 0
+    while begin < size or position == 0:  # (an empty block is one empty line)
+        end_of_line = find("\n", begin)
+        if end_of_line < 0:
+            end_of_line = size
+        try:  # json.loads runs this scanner (after skipping whitespace); a bad line may make
+            # it run on into the next lines: whatever it returns then does not end at the
+            # line's end, and whatever it raises is not the line's own error.
+            record, end = scan(text, begin)
+        except (StopIteration, ValueError, RecursionError):
+            record, end = None, -1
+        if end == end_of_line and type(record) is dict:
+            value = record.get(text_key)
+            if type(value) is str:
+                texts.append(value)
+                records.append(record)
+                positions.append(position)
+                begin = end_of_line + 1
+                position += 1
+                continue
+        # Anything unusual: the reference path decides (and words the error).
+        raw = text[begin:end_of_line].encode("utf-8")
+        if not _slow_line(raw, path, block.first_line + position, text_key, parsed, position):
+            bad_bytes += len(raw)
+        begin = end_of_line + 1
+        position += 1
+    parsed.line_count = position
+    newlines = position - (not data.endswith(b"\n"))
+    parsed.record_bytes = len(data) - newlines - bad_bytes
+    return parsed
+
+
+def kept_lines(block: LineBlock, line_count: int, drop: list[int]) -> bytes:
+    """The block's lines except the (0-based, sorted) ``drop`` ones, each ending in ``\\n``:
+    what joining ``raw + b"\\n"`` over ``block.lines()`` gives."""
+    data = block.data
+    if b"\r" in data or (block.first_line == 1 and data.startswith(_BOM)):
+        dropped = set(drop)
+        return b"".join(raw + b"\n" for position, (_, raw) in enumerate(block.lines())
+                        if position not in dropped)
+    if not drop:
+        return data if data.endswith(b"\n") or not data else data + b"\n"
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)  # "\n" positions
+    if len(ends) < line_count:  # last line without "\n"
+        ends = np.append(ends, len(data))
+    ends_list = ends.tolist()
+    pieces = []
+    begin = 0
+    for position in drop:
+        line_start = ends_list[position - 1] + 1 if position else 0
+        if line_start > begin:
+            pieces.append(data[begin:line_start])
+        begin = ends_list[position] + 1
+    if begin < len(data):
+        pieces.append(data[begin:])
+    out = b"".join(pieces)
+    return out if out.endswith(b"\n") or not out else out + b"\n"
