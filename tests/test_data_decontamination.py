@@ -481,3 +481,25 @@ def test_decontamination_equals_a_line_by_line_reference(tmp_path, seed):
         assert report["removed"] == len(removed) and report["skipped_bad_lines"] == len(bad)
         assert report["kept_shorter_than_window"] == short
         assert report["kept"] == 300 - len(bad) - len(removed)
+
+
+def test_workers_read_their_blocks_from_the_file_including_bom_and_crlf(tmp_path):
+    rng = random.Random(3)
+    items = [{"id": f"t{i}", "text": _words(rng, 30)} for i in range(5)]
+    records = [{"id": i, "text": items[i % 5]["text"] if i % 7 == 0 else _words(rng, 40)}
+               for i in range(200)]
+    lines = [json.dumps(r, ensure_ascii=False).encode("utf-8") for r in records]
+    lines[50] = b'{"text": 3}'
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines))  # no final line end either
+    test = _jsonl(tmp_path / "test.jsonl", items)
+    outputs = []
+    for workers in (0, 1, 2):
+        out = tmp_path / f"o{workers}.jsonl"
+        report = decontaminate(DecontaminationConfig(
+            train=str(train), tests=[test], out=str(out), report=str(tmp_path / "r.json"),
+            workers=workers, chunk_bytes=997, skip_bad=True, show_progress=False))
+        outputs.append((out.read_bytes(), report["test_sets"], report["bad_line_examples"]))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0][2] == [f"{train}:51: key 'text' must be a string, got int"]
+    assert outputs[0][0].count(b"\n") == 200 - 1 - 29 and b"\r" not in outputs[0][0]
