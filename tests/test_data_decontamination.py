@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import string
@@ -26,6 +27,7 @@ from nemo_exaone.data.decontamination import (
 )
 from nemo_exaone.data.decontamination_fastpath import (
     SPECIAL,
+    _tables,
     char_table,
     hashes_at,
     kept_lines,
@@ -290,6 +292,24 @@ def test_char_table_leaves_every_canonical_composition_to_the_per_text_path():
         codepoints, starts, lengths = normalize_batch(["x" + pair + "y", pair])
         assert codepoints.astype("<u4").tobytes().decode("utf-32-le") == "".join(
             _reference_normalize(t) for t in ("x" + pair + "y", pair))
+
+
+def test_safe_starts_never_compose_or_reorder_with_what_precedes_them():
+    """normalize_batch normalizes an undecided character marked a safe start apart from
+    what precedes it: NFKC(x + c) must be NFKC(x) + NFKC(c) for every x that could compose
+    with something (every first half of a canonical composition, Hangul L and LV, and
+    combining marks that could be reordered)."""
+    table, safe_start = _tables()
+    before = {chr(int(parts[0], 16)) for parts in (
+        unicodedata.decomposition(chr(cp)).split() for cp in range(0x110000))
+        if len(parts) == 2 and not parts[0].startswith("<")}
+    before |= set(TRICKY) | {"\u1100", "가", "\u0301", "\u0323", "\u05b0"}
+    undecided_safe = [chr(cp) for cp in np.flatnonzero((table == SPECIAL) & safe_start)]
+    assert len(undecided_safe) > 1000
+    nfkc = functools.partial(unicodedata.normalize, "NFKC")
+    for c in undecided_safe:
+        for x in before:
+            assert nfkc(x + c) == nfkc(x) + nfkc(c), (x, c)
 
 
 @pytest.mark.parametrize("seed", range(10))

@@ -26,6 +26,7 @@ import json
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 
@@ -41,12 +42,7 @@ _JAMO_RANGES = ((0x1100, 0x1200), (0xA960, 0xA980), (0xD7B0, 0xD800))
 
 
 @lru_cache(maxsize=1)
-def char_table() -> np.ndarray:
-    """``table[cp]``: the casefolded code point of ``chr(cp)`` if it is a letter or digit, 0
-    if normalization drops it, :data:`SPECIAL` if the table cannot decide (see module doc).
-
-    4.4 MB, built once per process in about 0.3 s (shared with forked workers).
-    """
+def _tables() -> tuple[np.ndarray, np.ndarray]:
     table = np.zeros(0x110000, dtype=np.uint32)
     category, combining = unicodedata.category, unicodedata.combining
     decomposition, is_normalized = unicodedata.decomposition, unicodedata.is_normalized
@@ -72,13 +68,15 @@ def char_table() -> np.ndarray:
     table[sorted(second_halves)] = SPECIAL
     for low, high in _JAMO_RANGES:
         table[low:high] = SPECIAL
+    second_halves.update(range(0x1160, 0x1200))  # Hangul vowel and trailing jamo
+    second_halves.update(range(0xD7B0, 0xD800))
     # A starter that composes with nothing before it and whose NFKC form is made of plain
     # characters only (e.g. no-break space, full-width forms, "…"): replacing it by that
     # form gives a canonically equivalent string of plain characters, which NFKC leaves
     # alone; so it stands for what its form normalizes to, if that is at most one character.
     values = {}
     for cp in unstable:
-        if cp in second_halves or table[cp] != SPECIAL:
+        if cp in second_halves:
             continue
         form = [int(table[ord(c)]) for c in unicodedata.normalize("NFKC", chr(cp))]
         kept = [value for value in form if value != 0]
@@ -86,44 +84,92 @@ def char_table() -> np.ndarray:
             values[cp] = kept[0] if kept else 0
     for cp, value in values.items():
         table[cp] = value
+    # NFKC(x + c + y) == NFKC(x) + NFKC(c + y) when the full decomposition of c starts with a
+    # starter that is not the second half of any composition (nothing in x can reorder or
+    # compose with it), and when c itself is such a starter. Plain characters all qualify.
+    safe_start = np.zeros(0x110000, dtype=bool)
+    for cp in np.flatnonzero(table == SPECIAL).tolist():
+        first = unicodedata.normalize("NFKD", chr(cp))[0]
+        safe_start[cp] = (cp not in second_halves and not combining(chr(cp))
+                          and ord(first) not in second_halves and not combining(first))
     table.flags.writeable = False
-    return table
+    safe_start.flags.writeable = False
+    return table, safe_start
+
+
+def char_table() -> np.ndarray:
+    """``table[cp]``: the casefolded code point of ``chr(cp)`` if it is a letter or digit, 0
+    if normalization drops it, :data:`SPECIAL` if the table cannot decide (see module doc).
+
+    4.4 MB, built once per process in about 0.3 s (shared with forked workers).
+    """
+    return _tables()[0]
+
+
+def _normalize_piece(piece: str) -> list[int]:
+    """The definition (NFKC, casefold, letters and digits), for a short piece of text."""
+    return [ord(c) for c in unicodedata.normalize("NFKC", piece).casefold() if c.isalnum()]
 
 
 def normalize_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalize many texts: ``(codepoints, starts, lengths)``; text ``i`` normalizes to
-    ``codepoints[starts[i]: starts[i] + lengths[i]]``.
+    ``codepoints[starts[i]: starts[i] + lengths[i]]`` (in order: ``starts`` are the running
+    sums of ``lengths``). The same code points as ``normalize_codepoints``.
 
-    The same code points as ``normalize_codepoints`` (texts are not necessarily stored in
-    order: those that need the per-text path come after the others).
+    Characters the table cannot decide are normalized by the definition, a short piece at
+    a time: each piece starts at a safe boundary (before the undecided character if it is
+    a safe start, else before the decided character preceding it) and takes the undecided
+    characters that follow; a decided character is always a safe start, so the pieces and
+    the characters around them normalize independently.
     """
-    from nemo_exaone.data.decontamination import normalize_codepoints
-
+    table, safe_start = _tables()
     count = len(texts)
     raw_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
     raw_ends = np.cumsum(raw_lengths)
-    raw = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
-    mapped = np.take(char_table(), raw)
-    slow = np.zeros(0, dtype=np.int64)
-    if len(mapped) and mapped.max() == SPECIAL:
-        slow = np.unique(np.searchsorted(raw_ends, np.flatnonzero(mapped == SPECIAL),
-                                         side="right"))
-        for index in slow.tolist():  # those texts take the per-text path below
-            mapped[raw_ends[index] - raw_lengths[index]: raw_ends[index]] = 0
+    raw_starts = raw_ends - raw_lengths
+    joined = "".join(texts)
+    raw = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    mapped = np.take(table, raw)
+    if not (len(mapped) and mapped.max() == SPECIAL):
+        keep = mapped != 0
+        codepoints = np.compress(keep, mapped)
+        lengths = np.zeros(count, dtype=np.int64)
+        nonempty = np.flatnonzero(raw_lengths)
+        if len(nonempty):  # kept characters per (non-empty) text
+            lengths[nonempty] = np.add.reduceat(keep, raw_starts[nonempty], dtype=np.int64)
+        return codepoints, np.cumsum(lengths) - lengths, lengths
+    special = np.flatnonzero(mapped == SPECIAL)
+    owner = np.searchsorted(raw_ends, special, side="right")
+    at_text_start = special == raw_starts[owner]
+    follows_special = np.zeros(len(special), dtype=bool)
+    follows_special[1:] = (special[1:] - 1 == special[:-1]) & (owner[1:] == owner[:-1])
+    safe = safe_start[raw[special]]
+    opens = safe | at_text_start | ~follows_special  # this character opens a new piece
+    first = special[opens]
+    piece_start = np.where(safe[opens] | at_text_start[opens], first, first - 1)
+    piece_end = special[np.append(opens[1:], True)] + 1  # last special of each piece, + 1
+    mapped[special] = 0
+    mapped[piece_start] = 0  # a decided character taken into the piece
     keep = mapped != 0
     codepoints = np.compress(keep, mapped)
-    lengths = np.zeros(count, dtype=np.int64)
-    nonempty = np.flatnonzero(raw_lengths)
-    if len(nonempty):  # kept characters per (non-empty) text
-        lengths[nonempty] = np.add.reduceat(keep, raw_ends[nonempty] - raw_lengths[nonempty],
-                                            dtype=np.int64)
-    starts = np.cumsum(lengths) - lengths
-    if len(slow):
-        slow_codepoints, bounds = normalize_codepoints([texts[i] for i in slow.tolist()])
-        starts[slow] = len(codepoints) + bounds[:-1]
-        lengths[slow] = np.diff(bounds)
-        codepoints = np.concatenate([codepoints, slow_codepoints])
-    return codepoints, starts, lengths
+    kept_before = np.zeros(len(keep) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    cache: dict[str, list[int]] = {}
+    pieces = []
+    for begin, end in zip(piece_start.tolist(), piece_end.tolist()):
+        piece = joined[begin:end]
+        value = cache.get(piece)
+        if value is None:
+            value = cache[piece] = _normalize_piece(piece)
+        pieces.append(value)
+    piece_lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    values = np.fromiter(chain.from_iterable(pieces), dtype=np.uint32,
+                         count=int(piece_lengths.sum()))
+    codepoints = np.insert(codepoints, np.repeat(kept_before[piece_start], piece_lengths),
+                           values)
+    lengths = kept_before[raw_ends] - kept_before[raw_starts]
+    lengths += np.bincount(owner[opens], weights=piece_lengths, minlength=count).astype(np.int64)
+    return codepoints, np.cumsum(lengths) - lengths, lengths
 
 
 class _Powers:
