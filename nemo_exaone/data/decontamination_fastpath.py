@@ -14,8 +14,9 @@ passes, and fall back to that simple code wherever a shortcut would not be exact
   it is a letter or digit, 0 if it is dropped). This equals NFKC + casefold + ``isalnum``
   for text made only of characters that NFKC provably leaves alone (quick-check "yes",
   combining class 0, not the second half of a canonical composition) and that casefold to
-  one character; the table marks every other character, and a text containing one is
-  normalized by the simple per-text code instead.
+  one character, or that stand for such text (no-break space, full-width forms); the table
+  marks every other character "undecided", and the few pieces of text around undecided
+  characters are normalized by the definition itself (see :func:`normalize_batch`).
 * :func:`hashes_at` computes the pool's polynomial window hash only at the sampled starts,
   from one prefix sum over the chunk's normalized text (O(characters), not O(windows * S)).
 """
