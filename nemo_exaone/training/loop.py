@@ -230,6 +230,12 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
         batches = GlobalBatches(source, cfg.train.global_batch_size, cfg.train.micro_batch_size,
                                 ps.get_data_parallel_rank(), ps.get_data_parallel_world_size())
         objective, extra_keys = _build_objective(cfg, parallel, log)
+        from nemo_exaone.training.checkpointing import Layout
+
+        log.event("layout", **dataclasses.asdict(Layout.current()),
+                  sequence_parallel=parallel.sequence_parallel,
+                  distributed_optimizer=parallel.use_distributed_optimizer,
+                  micro_batches_per_step=batches.num_microbatches)
 
         flops_per_token = training_flops_per_token(arch, cfg.train.seq_length)
         peak = device_peak_tflops(cfg.precision.dtype, cfg.precision.fp8,
