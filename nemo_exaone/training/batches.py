@@ -10,6 +10,8 @@ is just ``consumed_samples``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from nemo_exaone.training.samples import Sample, SampleSource
@@ -29,10 +31,15 @@ def collate(samples: list[Sample]) -> Batch:
 
 
 class GlobalBatches:
-    """This data-parallel rank's micro-batches for the step that starts at a sample offset."""
+    """This data-parallel rank's micro-batches for the step that starts at a sample offset.
+
+    ``collate_fn`` turns a micro-batch's samples into the tensors its objective reads (the
+    causal-LM fields by default; a preference objective would stack chosen/rejected pairs).
+    """
 
     def __init__(self, source: SampleSource, global_batch_size: int, micro_batch_size: int,
-                 dp_rank: int, dp_size: int) -> None:
+                 dp_rank: int, dp_size: int,
+                 collate_fn: Callable[[list[Sample]], Batch] | None = None) -> None:
         per_step = micro_batch_size * dp_size
         if global_batch_size % per_step:
             raise ValueError(
@@ -44,10 +51,11 @@ class GlobalBatches:
         self.micro_batch_size = micro_batch_size
         self.dp_rank, self.dp_size = dp_rank, dp_size
         self.num_microbatches = global_batch_size // per_step
+        self.collate_fn = collate_fn or collate
 
     def microbatches(self, consumed_samples: int) -> list[Batch]:
         mbs, out = self.micro_batch_size, []
         for m in range(self.num_microbatches):
             first = consumed_samples + m * mbs * self.dp_size + self.dp_rank * mbs
-            out.append(collate([self.source[first + i] for i in range(mbs)]))
+            out.append(self.collate_fn([self.source[first + i] for i in range(mbs)]))
         return out

@@ -227,9 +227,10 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
 
         source, summary = _build_source(cfg, arch, run_dir)
         log.event("data", **dataclasses.asdict(summary))
-        batches = GlobalBatches(source, cfg.train.global_batch_size, cfg.train.micro_batch_size,
-                                ps.get_data_parallel_rank(), ps.get_data_parallel_world_size())
         objective, extra_keys = _build_objective(cfg, parallel, log)
+        batches = GlobalBatches(source, cfg.train.global_batch_size, cfg.train.micro_batch_size,
+                                ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(),
+                                collate_fn=getattr(objective, "collate", None))
         from nemo_exaone.training.checkpointing import Layout
 
         log.event("layout", **dataclasses.asdict(Layout.current()),

@@ -1,6 +1,7 @@
 """Objectives the one training loop plugs in: a forward step plus its loss.
 
-An objective turns a micro-batch into ``(output, loss_fn)`` for Megatron's schedules; the
+An objective turns a micro-batch into ``(output, loss_fn)`` for Megatron's schedules (and
+may bring a ``collate`` for its batch format; the causal-LM one is the default); the
 loss function returns ``(loss_sum, num_tokens, report)`` so that the schedules run in
 per-token mode (``calculate_per_token_loss``): gradients are the token-mean over the whole
 global batch, whatever the micro-batching or data-parallel layout. ``report[loss_key]`` is
