@@ -177,158 +177,207 @@ def train(cfg: TrainingJobConfig) -> TrainResult:
 
 
 def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -> TrainResult:
-    from megatron.core import parallel_state as ps
-
-    from nemo_exaone.model.builder import build_model_chunks
-    from nemo_exaone.training.batches import GlobalBatches
-    from nemo_exaone.training.iteration import run_iteration
-    from nemo_exaone.training.optimizer import OptimizerSettings, build_optimizer, wrap_ddp
-    from nemo_exaone.training.peak_flops import device_peak_tflops
-    from nemo_exaone.training.schedule import build_scheduler, current_lr
-
     if cfg.model.recompute_granularity:
         from nemo_exaone.training.megatron_compat import cpu_causal_mask_for_recompute
 
         cpu_causal_mask_for_recompute()
-    rank = torch.distributed.get_rank()
     run_dir = Path(cfg.run.dir)
     ckpt_root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else run_dir / "checkpoints"
     resume_path = latest_checkpoint(ckpt_root) if cfg.checkpoint.resume else None
-    start_step = 0
-    if resume_path is not None:
-        from nemo_exaone.training.checkpointing import loaded_arch_summary
-
-        start_step = int(loaded_arch_summary(resume_path).get("train_state", {}).get("step", 0))
-    if rank == 0 and start_step and (run_dir / "metrics.jsonl").exists():
-        truncate_metrics(run_dir, start_step)
+    start_step = _checkpoint_step(resume_path)
+    rank = torch.distributed.get_rank()
+    if rank == 0 and start_step:
+        truncate_metrics(run_dir, start_step)  # those steps are trained again
     log = MetricsLogger(run_dir, cfg.train.max_steps, enabled=rank == 0,
                         progress=cfg.logging.progress, tensorboard=cfg.logging.tensorboard,
                         start_step=start_step)
     try:
-        chunks = build_model_chunks(arch, parallel, cfg.precision, _model_options(cfg))
-        init_path = None
-        if resume_path is None and cfg.init.checkpoint:
-            init_path = resolve_checkpoint(cfg.init.checkpoint)
-            if cfg.init.load == "weights":
-                changes = load_weights(init_path, chunks, arch)
-                log.event("init_weights", path=str(init_path), arch_changes=changes)
-        chunks = wrap_ddp(chunks, parallel)
-        settings = OptimizerSettings(**dataclasses.asdict(cfg.optimizer))
-        optimizer = build_optimizer(chunks, settings, parallel, cfg.precision)
-        scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optimizer, cfg.train.max_steps)
-        state = TrainState(stage=cfg.stage.name)
-        if resume_path is not None:
-            state = load_training_state(resume_path, chunks, optimizer, scheduler, arch)
-            log.event("resume", path=str(resume_path), step=state.step,
-                      consumed_samples=state.consumed_samples)
-        elif init_path is not None and cfg.init.load == "full":
-            changes = load_weights(init_path, chunks, arch, optimizer=optimizer)
-            log.event("init_full", path=str(init_path), arch_changes=changes)
+        return _Session(cfg, arch, parallel, log, ckpt_root, resume_path).run()
+    finally:
+        log.close()
 
-        source, summary = _build_source(cfg, arch, run_dir)
-        log.event("data", **dataclasses.asdict(summary))
-        objective, extra_keys = _build_objective(cfg, parallel, log)
-        batches = GlobalBatches(source, cfg.train.global_batch_size, cfg.train.micro_batch_size,
-                                ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(),
-                                collate_fn=getattr(objective, "collate", None))
+
+def _checkpoint_step(path: Path | None) -> int:
+    if path is None:
+        return 0
+    from nemo_exaone.training.checkpointing import loaded_arch_summary
+
+    return int(loaded_arch_summary(path).get("train_state", {}).get("step", 0))
+
+
+class _Session:
+    """One run of the loop: model, optimizer and data set up, then steps until the end."""
+
+    def __init__(self, cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig,
+                 log: MetricsLogger, ckpt_root: Path, resume_path: Path | None) -> None:
+        self.cfg, self.arch, self.parallel, self.log = cfg, arch, parallel, log
+        self.resume_path = resume_path
+        self._build_model_and_optimizer()
+        self._initialise_state()
+        self._build_data_and_objective()
+        self.flops_per_token = training_flops_per_token(arch, cfg.train.seq_length)
+        from nemo_exaone.training.peak_flops import device_peak_tflops
+
+        self.peak_flops = device_peak_tflops(cfg.precision.dtype, cfg.precision.fp8,
+                                             cfg.logging.peak_tflops) * 1e12 \
+            * torch.distributed.get_world_size()
+        self.saver = CheckpointSaver(ckpt_root, arch, async_save=cfg.checkpoint.async_save,
+                                     keep_last=cfg.checkpoint.keep_last)
+        self.spikes = LossSpikeDetector(cfg.safety.spike_factor, cfg.safety.spike_window)
+        last = str(resume_path) if resume_path else None
+        self.result = TrainResult(state=self.state, resumed_from=last, last_checkpoint=last)
+        self.saved_at = self.state.step if resume_path else -1
+        self.consecutive_skips = 0
+
+    # ------------------------------------------------------------------ set-up
+    def _build_model_and_optimizer(self) -> None:
+        from nemo_exaone.model.builder import build_model_chunks
+        from nemo_exaone.training.optimizer import OptimizerSettings, build_optimizer, wrap_ddp
+        from nemo_exaone.training.schedule import build_scheduler
+
+        cfg = self.cfg
+        chunks = build_model_chunks(self.arch, self.parallel, cfg.precision, _model_options(cfg))
+        self.init_path = None
+        if self.resume_path is None and cfg.init.checkpoint:
+            self.init_path = resolve_checkpoint(cfg.init.checkpoint)
+            if cfg.init.load == "weights":  # before the optimizer copies the weights
+                changes = load_weights(self.init_path, chunks, self.arch)
+                self.log.event("init_weights", path=str(self.init_path), arch_changes=changes)
+        self.chunks = wrap_ddp(chunks, self.parallel)
+        settings = OptimizerSettings(**dataclasses.asdict(cfg.optimizer))
+        self.optimizer = build_optimizer(self.chunks, settings, self.parallel, cfg.precision)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.optimizer,
+                                         cfg.train.max_steps)
+
+    def _initialise_state(self) -> None:
+        self.state = TrainState(stage=self.cfg.stage.name)
+        if self.resume_path is not None:
+            self.state = load_training_state(self.resume_path, self.chunks, self.optimizer,
+                                             self.scheduler, self.arch)
+            self.log.event("resume", path=str(self.resume_path), step=self.state.step,
+                           consumed_samples=self.state.consumed_samples)
+        elif self.init_path is not None and self.cfg.init.load == "full":
+            changes = load_weights(self.init_path, self.chunks, self.arch,
+                                   optimizer=self.optimizer)
+            self.log.event("init_full", path=str(self.init_path), arch_changes=changes)
+
+    def _build_data_and_objective(self) -> None:
+        from megatron.core import parallel_state as ps
+
+        from nemo_exaone.training.batches import GlobalBatches
         from nemo_exaone.training.checkpointing import Layout
 
-        log.event("layout", **dataclasses.asdict(Layout.current()),
-                  sequence_parallel=parallel.sequence_parallel,
-                  distributed_optimizer=parallel.use_distributed_optimizer,
-                  micro_batches_per_step=batches.num_microbatches)
+        cfg = self.cfg
+        source, summary = _build_source(cfg, self.arch, Path(cfg.run.dir))
+        self.log.event("data", **dataclasses.asdict(summary))
+        self.objective, self.extra_keys = _build_objective(cfg, self.parallel, self.log)
+        self.batches = GlobalBatches(
+            source, cfg.train.global_batch_size, cfg.train.micro_batch_size,
+            ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(),
+            collate_fn=getattr(self.objective, "collate", None))
+        self.log.event("layout", **dataclasses.asdict(Layout.current()),
+                       sequence_parallel=self.parallel.sequence_parallel,
+                       distributed_optimizer=self.parallel.use_distributed_optimizer,
+                       micro_batches_per_step=self.batches.num_microbatches)
 
-        flops_per_token = training_flops_per_token(arch, cfg.train.seq_length)
-        peak = device_peak_tflops(cfg.precision.dtype, cfg.precision.fp8,
-                                  cfg.logging.peak_tflops) * 1e12 * torch.distributed.get_world_size()
-        saver = CheckpointSaver(ckpt_root, arch, async_save=cfg.checkpoint.async_save,
-                                keep_last=cfg.checkpoint.keep_last)
-        result = TrainResult(state=state,
-                             resumed_from=str(resume_path) if resume_path else None,
-                             last_checkpoint=str(resume_path) if resume_path else None)
-        spikes = LossSpikeDetector(cfg.safety.spike_factor, cfg.safety.spike_window)
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
         from nemo_exaone.training.megatron_compat import start_checkpoint_writer_ignoring_sigterm
 
         start_checkpoint_writer_ignoring_sigterm()
         sigterm = _SigtermFlag()
-        consecutive_skips = 0
-        tokens_per_step = cfg.train.global_batch_size * cfg.train.seq_length
-        saved_at = state.step if resume_path else -1
         try:
-            while state.step < cfg.train.max_steps:
-                step = state.step + 1
-                objective.inject_nonfinite = step in cfg.safety.inject_nan_at_steps
-                lr = current_lr(optimizer)
-                start = time.perf_counter()
-                out = run_iteration(chunks, optimizer,
-                                    batches.microbatches(state.consumed_samples),
-                                    cfg.train.micro_batch_size, cfg.train.seq_length,
-                                    objective.forward_step, objective.loss_key, extra_keys)
-                elapsed = time.perf_counter() - start
-                state.step = step
-                state.consumed_samples += cfg.train.global_batch_size
-                state.trained_tokens += tokens_per_step
-                if out.applied:
-                    scheduler.step(1)
-                    consecutive_skips = 0
-                else:
-                    state.skipped_steps += 1
-                    consecutive_skips += 1
-                spike, median = (False, None)
-                if out.applied:
-                    spike, median = spikes.update(out.loss)
-                tokens_per_s = tokens_per_step / elapsed
-                record = {"step": step, "loss": out.loss, "lr": lr, "grad_norm": out.grad_norm,
-                          "tokens_per_s": tokens_per_s,
-                          "mfu": tokens_per_s * flops_per_token / peak,
-                          "step_time_s": elapsed, "num_tokens": out.num_tokens,
-                          "consumed_samples": state.consumed_samples,
-                          "skipped": not out.applied, "skipped_total": state.skipped_steps,
-                          **{f"loss/{k.replace(' loss', '')}": v for k, v in out.extra.items()}}
-                if spike:
-                    record["loss_spike"] = True
-                    log.event("loss_spike", step=step, loss=out.loss, running_median=median,
-                              factor=cfg.safety.spike_factor)
-                result.metrics.append(record)
-                if step % cfg.logging.log_interval == 0 or not out.applied or spike \
-                        or step == cfg.train.max_steps:
-                    log.log_step(record)
-                if not out.applied:
-                    log.event("nonfinite_step", step=step, loss=out.loss,
-                              policy=cfg.safety.on_nonfinite, skipped_total=state.skipped_steps)
-                    too_many = consecutive_skips > cfg.safety.max_consecutive_skips
-                    if cfg.safety.on_nonfinite == "stop" or too_many:
-                        reason = ("safety.on_nonfinite=stop" if not too_many else
-                                  f"{consecutive_skips} consecutive non-finite steps > "
-                                  f"safety.max_consecutive_skips")
-                        saver.finalize(blocking=True)  # publish a save still in flight
-                        raise NonFiniteTrainingError(nonfinite_message(
-                            step, out.loss, out.grad_norm, reason, result.last_checkpoint))
-                if cfg.checkpoint.save_interval and step % cfg.checkpoint.save_interval == 0:
-                    result.last_checkpoint = str(saver.save(step, chunks, optimizer, scheduler,
-                                                            state))
-                    saved_at = step
-                    log.event("checkpoint", step=step, path=result.last_checkpoint)
-                saver.finalize()
+            while self.state.step < self.cfg.train.max_steps:
+                self._step()
+                self.saver.finalize()
                 if sigterm.any_rank():
-                    if saved_at != step:
-                        result.last_checkpoint = str(saver.save(step, chunks, optimizer,
-                                                                scheduler, state))
-                        saved_at = step
-                    saver.finalize(blocking=True)
-                    log.event("sigterm", step=step, checkpoint=result.last_checkpoint)
-                    result.terminated = True
-                    return result
-            if cfg.checkpoint.save_at_end and saved_at != state.step:
-                result.last_checkpoint = str(saver.save(state.step, chunks, optimizer, scheduler,
-                                                        state))
-                log.event("checkpoint", step=state.step, path=result.last_checkpoint)
-            saver.finalize(blocking=True)
-            return result
+                    self._save(final=True)
+                    self.log.event("sigterm", step=self.state.step,
+                                   checkpoint=self.result.last_checkpoint)
+                    self.result.terminated = True
+                    return self.result
+            if self.cfg.checkpoint.save_at_end:
+                self._save(final=True)
+            self.saver.finalize(blocking=True)
+            return self.result
         finally:
             sigterm.restore()
-    finally:
-        log.close()
+
+    def _step(self) -> None:
+        from nemo_exaone.training.iteration import run_iteration
+        from nemo_exaone.training.schedule import current_lr
+
+        cfg, state = self.cfg, self.state
+        step = state.step + 1
+        self.objective.inject_nonfinite = step in cfg.safety.inject_nan_at_steps
+        lr = current_lr(self.optimizer)
+        start = time.perf_counter()
+        out = run_iteration(self.chunks, self.optimizer,
+                            self.batches.microbatches(state.consumed_samples),
+                            cfg.train.micro_batch_size, cfg.train.seq_length,
+                            self.objective.forward_step, self.objective.loss_key,
+                            self.extra_keys)
+        elapsed = time.perf_counter() - start
+        state.step = step
+        state.consumed_samples += cfg.train.global_batch_size
+        state.trained_tokens += cfg.train.global_batch_size * cfg.train.seq_length
+        if out.applied:
+            self.scheduler.step(1)  # a skipped update does not advance the schedule
+            self.consecutive_skips = 0
+        else:
+            state.skipped_steps += 1
+            self.consecutive_skips += 1
+        record = self._record(step, out, lr, elapsed)
+        self.result.metrics.append(record)
+        if step % cfg.logging.log_interval == 0 or not out.applied \
+                or record.get("loss_spike") or step == cfg.train.max_steps:
+            self.log.log_step(record)
+        if not out.applied:
+            self._handle_nonfinite(step, out)
+        if cfg.checkpoint.save_interval and step % cfg.checkpoint.save_interval == 0:
+            self._save()
+
+    def _record(self, step: int, out, lr: float, elapsed: float) -> dict:
+        tokens_per_s = self.cfg.train.global_batch_size * self.cfg.train.seq_length / elapsed
+        record = {"step": step, "loss": out.loss, "lr": lr, "grad_norm": out.grad_norm,
+                  "tokens_per_s": tokens_per_s,
+                  "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
+                  "step_time_s": elapsed, "num_tokens": out.num_tokens,
+                  "consumed_samples": self.state.consumed_samples,
+                  "skipped": not out.applied, "skipped_total": self.state.skipped_steps,
+                  **{f"loss/{k.replace(' loss', '')}": v for k, v in out.extra.items()}}
+        if out.applied:
+            spike, median = self.spikes.update(out.loss)
+            if spike:
+                record["loss_spike"] = True
+                self.log.event("loss_spike", step=step, loss=out.loss, running_median=median,
+                               factor=self.cfg.safety.spike_factor)
+        return record
+
+    def _handle_nonfinite(self, step: int, out) -> None:
+        safety = self.cfg.safety
+        self.log.event("nonfinite_step", step=step, loss=out.loss, policy=safety.on_nonfinite,
+                       skipped_total=self.state.skipped_steps)
+        too_many = self.consecutive_skips > safety.max_consecutive_skips
+        if safety.on_nonfinite != "stop" and not too_many:
+            return
+        reason = ("safety.on_nonfinite=stop" if not too_many else
+                  f"{self.consecutive_skips} consecutive non-finite steps > "
+                  "safety.max_consecutive_skips")
+        self.saver.finalize(blocking=True)  # publish a save still in flight
+        raise NonFiniteTrainingError(nonfinite_message(
+            step, out.loss, out.grad_norm, reason, self.result.last_checkpoint))
+
+    def _save(self, final: bool = False) -> None:
+        """Checkpoint the current step (once); ``final`` also waits for it to be published."""
+        step = self.state.step
+        if self.saved_at != step:
+            path = self.saver.save(step, self.chunks, self.optimizer, self.scheduler,
+                                   self.state)
+            self.result.last_checkpoint, self.saved_at = str(path), step
+            self.log.event("checkpoint", step=step, path=str(path))
+        if final:
+            self.saver.finalize(blocking=True)
 
 
 def _build_source(cfg: TrainingJobConfig, arch: ExaoneArch, run_dir: Path):
