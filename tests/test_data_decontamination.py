@@ -523,3 +523,12 @@ def test_workers_read_their_blocks_from_the_file_including_bom_and_crlf(tmp_path
     assert outputs[0] == outputs[1] == outputs[2]
     assert outputs[0][2] == [f"{train}:51: key 'text' must be a string, got int"]
     assert outputs[0][0].count(b"\n") == 200 - 1 - 29 and b"\r" not in outputs[0][0]
+
+
+def test_prefilter_never_rules_out_a_pool_window_and_rules_out_most_others(tmp_path):
+    items = [{"text": _words(random.Random(i), 60)} for i in range(50)]
+    pool = build_window_pool([_jsonl(tmp_path / "t.jsonl", items)], ["text"])
+    assert np.array_equal(pool._maybe_present(pool.hashes), np.arange(len(pool)))
+    others = np.random.default_rng(0).integers(0, 2**64 - 1, 100_000, dtype=np.uint64)
+    assert len(pool._maybe_present(others)) < 0.07 * len(others)  # 16-32 bits per window
+    assert pool.nbytes >= pool.prefilter.nbytes >= 2 * len(pool)

@@ -251,9 +251,10 @@ class WindowPool:
             bits = 64
             while bits < 16 * len(self.hashes):
                 bits *= 2
-            present = np.zeros(bits, dtype=bool)
-            present[self.hashes & np.uint64(bits - 1)] = True
-            self.prefilter = np.packbits(present, bitorder="little")
+            slots = self.hashes & np.uint64(bits - 1)
+            bit = np.left_shift(1, (slots & np.uint64(7)).astype(np.uint8)).astype(np.uint8)
+            self.prefilter = np.zeros(bits // 8, dtype=np.uint8)
+            np.bitwise_or.at(self.prefilter, slots >> np.uint64(3), bit)  # O(windows) memory
 
     @property
     def nbytes(self) -> int:
