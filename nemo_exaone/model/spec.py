@@ -1,7 +1,8 @@
 """Choose the transformer layer spec from what the machine has, never from a user flag.
 
 CUDA + Transformer Engine -> Megatron-Core's TE spec (fused norm+linear, FP8 capable).
-Otherwise -> Megatron-Core's local spec with :class:`ExaoneRMSNorm` (sequence-parallel capable).
+Otherwise -> Megatron-Core's local spec with :class:`ExaoneRMSNorm` (sequence-parallel capable)
+and :class:`SDPACoreAttention` (PyTorch's fused attention instead of explicit softmax).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ def transformer_layer_spec(name: SpecName | None = None):
         raise ValueError(f"layer spec {name!r}: choose 'te' or 'local'")
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
+    from nemo_exaone.model.attention import SDPACoreAttention
     from nemo_exaone.model.norm import ExaoneRMSNorm
 
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
     spec.submodules.input_layernorm = ExaoneRMSNorm
     spec.submodules.pre_mlp_layernorm = ExaoneRMSNorm
     return spec
