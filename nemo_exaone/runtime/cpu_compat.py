@@ -14,6 +14,7 @@ The mode is per thread; :func:`cpu_compat_thread` re-enters it in worker threads
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -149,6 +150,22 @@ def _patch_megatron_rng() -> None:
         lambda record: "CPU RNG state changed" not in record.getMessage())
 
 
+def _patch_causal_mask() -> None:
+    """Megatron builds its default causal mask with ``device="cuda"``. The device-mapping mode
+    covers forward passes, but not the backward of ``torch.autograd.backward`` called from
+    Python, which is where activation recomputation re-runs the forward; so the mask function
+    itself gets a CPU version (also where ``fused_softmax`` imported it by name)."""
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils
+
+    @functools.lru_cache(maxsize=8)
+    def causal_mask(sq: int) -> torch.Tensor:
+        return torch.triu(torch.ones(sq, sq, dtype=torch.bool, device="cpu"), diagonal=1)
+
+    utils.get_default_causal_mask = causal_mask
+    fused_softmax.get_default_causal_mask = causal_mask
+
+
 def cpu_compat_active() -> bool:
     return _ENABLED
 
@@ -165,6 +182,7 @@ def enable_cpu_compat() -> bool:
         return False
     _patch_torch_cuda()
     _patch_megatron_rng()
+    _patch_causal_mask()
     _MODE = _CudaToCpuMode()
     _MODE.__enter__()
     _ENABLED = True

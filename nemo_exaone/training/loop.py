@@ -177,10 +177,6 @@ def train(cfg: TrainingJobConfig) -> TrainResult:
 
 
 def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -> TrainResult:
-    if cfg.model.recompute_granularity:
-        from nemo_exaone.training.megatron_compat import cpu_causal_mask_for_recompute
-
-        cpu_causal_mask_for_recompute()
     run_dir = Path(cfg.run.dir)
     ckpt_root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else run_dir / "checkpoints"
     resume_path = latest_checkpoint(ckpt_root) if cfg.checkpoint.resume else None

@@ -60,38 +60,6 @@ def unshare_adam_steps(optimizer) -> None:
                 state["step"] = step.clone()
 
 
-def cpu_causal_mask_for_recompute() -> None:
-    """On CPU, give Megatron a CPU causal mask (it builds it with ``device="cuda"``).
-
-    The CPU compatibility layer maps CUDA devices to the CPU with a TorchFunctionMode, but a
-    mode is not active while PyTorch runs the backward of ``torch.autograd.backward`` called
-    from Python, which is where activation recomputation re-runs the forward (and builds the
-    mask). Until :mod:`nemo_exaone.runtime.cpu_compat` patches ``get_default_causal_mask``
-    itself (then this is a no-op), recompute on CPU needs this.
-    """
-    import functools
-
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    from megatron.core.fusions import fused_softmax
-    from megatron.core.transformer import utils
-
-    if getattr(utils.get_default_causal_mask, "_nemo_exaone_cpu", False):
-        return
-    if getattr(fused_softmax.get_default_causal_mask, "__module__", "") != utils.__name__:
-        return  # already replaced by the CPU compatibility layer
-
-    @functools.lru_cache(maxsize=8)
-    def causal_mask(sq: int) -> torch.Tensor:
-        return torch.triu(torch.ones(sq, sq, device="cpu"), diagonal=1).bool()
-
-    causal_mask._nemo_exaone_cpu = True
-    utils.get_default_causal_mask = causal_mask
-    fused_softmax.get_default_causal_mask = causal_mask
-
-
 def start_checkpoint_writer_ignoring_sigterm() -> None:
     """Start dist_checkpointing's writer-results process now, with SIGTERM ignored.
 
