@@ -170,6 +170,9 @@ def load_mcore_checkpoint(
     sharded = _drop_absent_extra_state(model_sharded_state_dict(model_chunks), stored, ckpt_dir)
     _check_global_shapes(sharded, ckpt_dir)
     state = dist_checkpointing.load(sharded, ckpt_dir)
+    # dist_checkpointing merges the checkpoint's common (non-sharded) state into the result:
+    # a training checkpoint brings optimizer/scheduler/train_state there. Weights only here.
+    state = {key: value for key, value in state.items() if key in sharded}
     chunks = [_unwrap(m) for m in model_chunks]
     states = [state] if len(chunks) == 1 else [state[f"model{i}"] for i in range(len(chunks))]
     for chunk, chunk_state in zip(chunks, states):
