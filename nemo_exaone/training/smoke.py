@@ -17,8 +17,8 @@ import torch
 
 from nemo_exaone.config.parallel import ParallelConfig, PrecisionConfig
 from nemo_exaone.config.presets import ExaoneArch, get_preset
+from nemo_exaone.training.batches import Batch
 from nemo_exaone.training.optimizer import OptimizerSettings
-from nemo_exaone.training.step import Batch
 
 
 @dataclass
@@ -96,18 +96,22 @@ def synthetic_batches(vocab_size: int, step: int, cfg: SmokeConfig, dp_rank: int
 def run_smoke_training(cfg: SmokeConfig) -> list[dict]:
     """Train ``cfg.steps`` steps; returns per-step metrics (identical on every rank)."""
     from nemo_exaone.config.parallel import validate_parallel
-    from nemo_exaone.model.builder import build_model_chunks
+    from nemo_exaone.model.builder import ModelOptions, build_model_chunks
     from nemo_exaone.model.sharding import load_full_state_dict
     from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
+    from nemo_exaone.training.iteration import run_iteration
+    from nemo_exaone.training.objectives import LanguageModelObjective
     from nemo_exaone.training.optimizer import build_optimizer, wrap_ddp
-    from nemo_exaone.training.step import train_step
 
     arch = cfg.arch()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     validate_parallel(arch, cfg.parallel, world, seq_length=cfg.seq_length)
     init_distributed(cfg.parallel, seed=cfg.seed)
     try:
-        chunks = build_model_chunks(arch, cfg.parallel, cfg.precision)
+        # The training loop's own iteration and objective (token-weighted loss, as in the loop).
+        options = ModelOptions(extra_config={"calculate_per_token_loss": True})
+        chunks = build_model_chunks(arch, cfg.parallel, cfg.precision, options)
+        objective = LanguageModelObjective()
         for chunk in chunks:
             load_full_state_dict(chunk, deterministic_full_state_dict(chunk, cfg.seed))
         chunks = wrap_ddp(chunks, cfg.parallel)
@@ -119,9 +123,11 @@ def run_smoke_training(cfg: SmokeConfig) -> list[dict]:
         metrics = []
         for step in range(cfg.steps):
             start = time.perf_counter()
-            out = train_step(chunks, optimizer,
-                             synthetic_batches(arch.vocab_size, step, cfg, dp_rank, dp_size),
-                             cfg.micro_batch_size, cfg.seq_length)
+            result = run_iteration(
+                chunks, optimizer, synthetic_batches(arch.vocab_size, step, cfg, dp_rank, dp_size),
+                cfg.micro_batch_size, cfg.seq_length, objective.forward_step, objective.loss_key)
+            out = {"loss": result.loss, "grad_norm": result.grad_norm,
+                   "update_successful": result.applied}
             out["step"] = step + 1
             out["step_time_s"] = time.perf_counter() - start
             metrics.append(out)
