@@ -39,10 +39,32 @@ def _arch(layers: int):
                                                  name="bench")
 
 
+def _chunk_view(chunk, full: dict):
+    """The slice of the full parameter tensor that one checkpoint chunk holds."""
+    prepend = len(chunk.shape) - len(chunk.param_shape)
+    data = full[chunk.param]
+    for dim, (start, size) in enumerate(zip(chunk.param_offset, chunk.shape[prepend:])):
+        data = data.narrow(dim, start, size)
+    return data, prepend
+
+
+def _sharded_views(layout, full: dict) -> dict:
+    """ShardedTensors over views of ``full``, one per chunk of Megatron's checkpoint layout."""
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    sharded = {}
+    for k, chunk in enumerate(layout.chunks):
+        data, prepend = _chunk_view(chunk, full)
+        offsets = [(axis, off // size, whole // size) for axis, (off, size, whole) in
+                   enumerate(zip(chunk.offset, chunk.shape, chunk.global_shape)) if size != whole]
+        sharded[f"t{k}"] = ShardedTensor.from_rank_offsets(
+            chunk.key, data, *offsets, replica_id=0, prepend_axis_num=prepend)
+    return sharded
+
+
 def naive_hf_to_mcore(src: Path, dst: Path) -> None:
     """Load every HF tensor, convert all, save all with one dist_checkpointing.save call."""
     from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
     from safetensors.torch import load_file
 
     from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, exaone_dims
@@ -57,16 +79,7 @@ def naive_hf_to_mcore(src: Path, dst: Path) -> None:
     full = {b.megatron: b.to_megatron([hf[n] for n in b.targets], dims)
             for b in EXAONE_HF_TABLE.bind(dims)}
     layout = megatron_layout(arch, EXAONE_HF_TABLE)
-    sharded = {}
-    for k, chunk in enumerate(layout.chunks):
-        prepend = len(chunk.shape) - len(chunk.param_shape)
-        data = full[chunk.param]
-        for dim, (start, size) in enumerate(zip(chunk.param_offset, chunk.shape[prepend:])):
-            data = data.narrow(dim, start, size)
-        offsets = [(axis, off // size, whole // size) for axis, (off, size, whole) in
-                   enumerate(zip(chunk.offset, chunk.shape, chunk.global_shape)) if size != whole]
-        sharded[f"t{k}"] = ShardedTensor.from_rank_offsets(
-            chunk.key, data, *offsets, replica_id=0, prepend_axis_num=prepend)
+    sharded = _sharded_views(layout, full)
     dst.mkdir(parents=True)
     with single_process_megatron():
         dist_checkpointing.save(sharded, str(dst))
@@ -76,7 +89,6 @@ def naive_mcore_to_hf(src: Path, dst: Path) -> None:
     """Load the whole dist checkpoint, convert all, save_file each shard."""
     import torch
     from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
     from safetensors.torch import save_file
 
     from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, exaone_dims
@@ -89,24 +101,11 @@ def naive_mcore_to_hf(src: Path, dst: Path) -> None:
     layout = megatron_layout(arch, EXAONE_HF_TABLE)
     full = {p: torch.empty(chunks[0].param_shape, dtype=torch.bfloat16)
             for p, chunks in layout.params().items()}
-    sharded = {}
-    for k, chunk in enumerate(layout.chunks):
-        prepend = len(chunk.shape) - len(chunk.param_shape)
-        data = full[chunk.param]
-        for dim, (start, size) in enumerate(zip(chunk.param_offset, chunk.shape[prepend:])):
-            data = data.narrow(dim, start, size)
-        offsets = [(axis, off // size, whole // size) for axis, (off, size, whole) in
-                   enumerate(zip(chunk.offset, chunk.shape, chunk.global_shape)) if size != whole]
-        sharded[f"t{k}"] = ShardedTensor.from_rank_offsets(
-            chunk.key, data, *offsets, replica_id=0, prepend_axis_num=prepend)
+    sharded = _sharded_views(layout, full)
     with single_process_megatron():
         loaded = dist_checkpointing.load(sharded, str(src))
     for k, chunk in enumerate(layout.chunks):  # load returns new tensors: place them back
-        prepend = len(chunk.shape) - len(chunk.param_shape)
-        view = full[chunk.param]
-        for dim, (start, size) in enumerate(zip(chunk.param_offset, chunk.shape[prepend:])):
-            view = view.narrow(dim, start, size)
-        view.copy_(loaded[f"t{k}"])
+        _chunk_view(chunk, full)[0].copy_(loaded[f"t{k}"])
     del loaded
     hf = {}
     for b in EXAONE_HF_TABLE.bind(dims):
