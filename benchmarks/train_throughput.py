@@ -69,8 +69,8 @@ class Run:
 # ------------------------------------------------------------------ our loop
 def ours(run: Run) -> list[float]:
     """Step times (s) of the project's training loop on synthetic data."""
+    from nemo_exaone.commands.hydra_app import quiet_library_warnings
     from nemo_exaone.training.config import TrainingJobConfig
-    from nemo_exaone.training.hydra_app import quiet_library_warnings
     from nemo_exaone.training.loop import train
 
     quiet_library_warnings()

@@ -5,6 +5,7 @@
     python examples/pretrain.py --config-name tiny_cpu_anneal       # (c) LR to zero
     python examples/pretrain.py --config-name tiny_cpu_distill      # (d) distillation
     python examples/pretrain.py --help                              # groups and fields
+    python examples/pretrain.py --config-dir my_conf --config-name mine  # your own configs
     torchrun --nproc-per-node 8 examples/pretrain.py parallel=node8_tp8 data.blend=...
 
 Any field can be overridden (``train.max_steps=20 run.dir=runs/x``). The run directory gets
@@ -16,12 +17,12 @@ import sys
 
 import hydra
 
-from nemo_exaone.training.hydra_app import register_configs, run_job
+from nemo_exaone.commands.hydra_app import register_configs, run_job
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
+@hydra.main(version_base="1.3", config_path="pkg://nemo_exaone.conf", config_name="pretrain")
 def main(cfg) -> None:
     code = run_job(cfg)
     if code:

@@ -14,9 +14,9 @@ import warnings
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "nemo_exaone.commands.info",
-    "nemo_exaone.checkpoint.cli",
-    "nemo_exaone.data.cli",
-    "nemo_exaone.training.cli",
+    "nemo_exaone.commands.convert",
+    "nemo_exaone.commands.data",
+    "nemo_exaone.commands.train",
 )
 
 

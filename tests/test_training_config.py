@@ -10,13 +10,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 
+from nemo_exaone.commands.hydra_app import job_config, register_configs
 from nemo_exaone.config.presets import get_preset
 from nemo_exaone.training.config import ScheduleConfig, TrainingJobConfig, resolve_arch
 from nemo_exaone.training.flops import flops_per_token
-from nemo_exaone.training.hydra_app import job_config, register_configs
 from nemo_exaone.training.optimizer import OptimizerSettings
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "nemo_exaone" / "conf"
 PRIMARY = ["pretrain", "tiny_cpu", "tiny_cpu_continued", "tiny_cpu_anneal", "tiny_cpu_distill"]
 
 

@@ -20,8 +20,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from nemo_exaone.commands.hydra_app import job_config, register_configs
 from nemo_exaone.runtime.launch import spawn_local
-from nemo_exaone.training.hydra_app import job_config, register_configs
 from nemo_exaone.training.metrics import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def prepare_dir(tmp_path_factory) -> str:
 def compose_job(name: str, overrides: list[str]):
     GlobalHydra.instance().clear()
     register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "nemo_exaone" / "conf"), version_base="1.3"):
         return job_config(compose(config_name=name, overrides=overrides))
 
 

@@ -234,7 +234,7 @@ def _materialize_optimizer_state(optimizer) -> None:
     """
     from megatron.core.optimizer import distrib_optimizer
 
-    from nemo_exaone.training.megatron_compat import fix_distributed_optimizer_step_loading
+    from nemo_exaone.runtime.megatron_compat import fix_distributed_optimizer_step_loading
 
     if getattr(distrib_optimizer, "HAVE_APEX_OR_TE", True):
         return
@@ -444,7 +444,7 @@ def load_weights(path: Path, chunks, arch: ExaoneArch, optimizer=None) -> list[s
 
 
 def _load_optimizer(optimizer, state: dict) -> None:
-    from nemo_exaone.training.megatron_compat import unshare_adam_steps
+    from nemo_exaone.runtime.megatron_compat import unshare_adam_steps
 
     optimizer.load_state_dict(state)
     unshare_adam_steps(optimizer)

@@ -1,4 +1,4 @@
-"""Settings of one training job, as dataclasses: the schema of the Hydra configs in ``conf/``.
+"""Settings of one training job, as dataclasses: the schema of the Hydra configs in ``nemo_exaone/conf/``.
 
 One tree serves every stage (core pretraining, continued/long-context pretraining, annealing,
 distillation; later SFT, reward models, DPO): stages differ by data, schedule, how they are

@@ -278,7 +278,7 @@ class _Session:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
-        from nemo_exaone.training.megatron_compat import start_checkpoint_writer_ignoring_sigterm
+        from nemo_exaone.runtime.megatron_compat import start_checkpoint_writer_ignoring_sigterm
 
         start_checkpoint_writer_ignoring_sigterm()
         sigterm = _SigtermFlag()

@@ -1,7 +1,7 @@
 """Glue between Hydra entry points (``examples/*.py``) and :func:`training.loop.train`.
 
 ``register_configs()`` stores the schema of :class:`TrainingJobConfig` as ``job_schema``; every
-primary config in ``conf/`` lists it first in its defaults, so each YAML file and command-line
+primary config in ``nemo_exaone/conf/`` lists it first in its defaults, so each YAML file and command-line
 override is checked against the dataclasses (an unknown key fails with its full name).
 ``run_job`` converts the composed config, prints and saves it, trains, and maps failures
 to exit codes with one clear message.
@@ -13,8 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from nemo_exaone.config.structured import from_container, omegaconf_schema
 from nemo_exaone.training.config import TrainingJobConfig
-from nemo_exaone.training.structured import from_container, omegaconf_schema
 
 SCHEMA_NAME = "job_schema"
 
