@@ -11,6 +11,8 @@ import importlib
 import sys
 import warnings
 
+from nemo_exaone.runtime.outputs import OutputLockedError  # stdlib only: cheap
+
 # Modules that contribute sub-commands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "nemo_exaone.commands.info",
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, OutputLockedError) as exc:
         # User-facing errors (bad config, bad input) are printed without a traceback.
         print(f"nemo-exaone {args.command}: error: {exc}", file=sys.stderr)
         return 2

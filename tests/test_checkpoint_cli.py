@@ -1,22 +1,26 @@
-"""``nemo-exaone convert`` end to end in subprocesses: a kill mid-write leaves nothing that
-looks like a checkpoint, a rerun completes, and the export restores the HF checkpoint."""
+"""``nemo-exaone convert`` end to end: a kill mid-write leaves nothing that looks like a
+checkpoint, a rerun completes, and the export restores the HF checkpoint; an output over its
+own input, a second writer, an incomplete checkpoint and a missing --tokenizer are refused."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from nemo_exaone.checkpoint.atomic_dir import partial_path
+import nemo_exaone.checkpoint.hf_to_mcore as hf_to_mcore
+from nemo_exaone.checkpoint.errors import CheckpointError
 from nemo_exaone.checkpoint.metadata import read_metadata
 from nemo_exaone.checkpoint.safetensors_io import SafetensorsSource
 from nemo_exaone.checkpoint.synthetic import write_random_hf_checkpoint
+from nemo_exaone.cli import main
 from nemo_exaone.config.presets import get_preset
-
-pytestmark = pytest.mark.slow
+from nemo_exaone.runtime.outputs import output_lock
 
 # ~300 MB in fp32: big enough that writing it takes a while, so the kill lands mid-write.
 ARCH = get_preset("tiny").replace(hidden_size=512, intermediate_size=2048, num_layers=16,
@@ -29,24 +33,30 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, **kwargs)
 
 
+def _temporaries(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f".{out.name}.tmp-*"))
+
+
+@pytest.mark.slow
 def test_kill_mid_write_then_rerun_then_export(tmp_path):
     hf = write_random_hf_checkpoint(tmp_path / "hf", ARCH, torch.float32, seed=3,
                                     max_shard_bytes=10**8)
     (hf / "tokenizer_config.json").write_text('{"model_max_length": 32768}')
     out = tmp_path / "mcore"
-    partial = partial_path(out)
 
     proc = subprocess.Popen([sys.executable, "-m", "nemo_exaone.cli", "convert", "hf-to-mcore",
                              "--hf", str(hf), "--out", str(out), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (partial.is_dir() and any(partial.glob("*.distcp"))):
+    while not any(any(t.glob("*.distcp")) for t in _temporaries(out)):
         assert proc.poll() is None, "conversion ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.005)
     proc.kill()
     proc.wait()
     assert not out.exists()
+    [partial] = _temporaries(out)  # the killed run's temporary, named after its pid
+    assert str(proc.pid) in partial.name
     assert not (partial / "nemo_exaone.json").exists()
     with pytest.raises(FileNotFoundError, match="not a complete nemo-exaone checkpoint"):
         read_metadata(partial)
@@ -56,7 +66,7 @@ def test_kill_mid_write_then_rerun_then_export(tmp_path):
     done = _cli("hf-to-mcore", "--hf", str(hf), "--out", str(out), "--tp", "2", "--pp", "2",
                 "--quiet")
     assert done.returncode == 0, done.stderr
-    assert "hf-to-mcore:" in done.stdout and not partial.exists()
+    assert "hf-to-mcore:" in done.stdout and not _temporaries(out)  # stale one cleaned up
     assert read_metadata(out).extra["intended_parallel"]["tensor_model_parallel_size"] == 2
 
     back = tmp_path / "hf_back"
@@ -74,6 +84,108 @@ def test_cli_reports_bad_input_cleanly(tmp_path):
     result = _cli("hf-to-mcore", "--hf", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2
     assert "error: HF checkpoint directory" in result.stderr and "Traceback" not in result.stderr
-    result = _cli("hf-to-mcore", "--hf", str(tmp_path), "--out", str(tmp_path / "o"),
+    (tmp_path / "empty").mkdir()
+    result = _cli("hf-to-mcore", "--hf", str(tmp_path / "empty"), "--out", str(tmp_path / "o"),
                   "--tp", "3", "--preset", "tiny")
     assert result.returncode == 2 and "tensor_model_parallel_size=3" in result.stderr
+
+
+# ---- refusals: fast, a tiny checkpoint, the CLI in this process (or a second one) ---------
+
+TINY = get_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny HF checkpoint (with a tokenizer file) and its Megatron conversion."""
+    root = tmp_path_factory.mktemp("tiny")
+    hf = write_random_hf_checkpoint(root / "models" / "hf", TINY, torch.float32, seed=1)
+    (hf / "tokenizer_config.json").write_text('{"model_max_length": 4096}')
+    mcore = root / "models" / "mcore"
+    hf_to_mcore.convert_hf_to_mcore(hf, mcore, progress=False)
+    return hf, mcore
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _refused(capsys, *args: str) -> str:
+    code = main(["convert", *args, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    return err
+
+
+def test_output_over_its_source_is_refused_even_with_overwrite(tiny, capsys):
+    hf, mcore = tiny
+    before_hf, before_mcore = _snapshot(hf), _snapshot(mcore)
+    err = _refused(capsys, "hf-to-mcore", "--hf", str(hf), "--out", str(hf), "--overwrite")
+    assert f"--out {hf} is the same path as --hf" in err
+    err = _refused(capsys, "hf-to-mcore", "--hf", str(hf), "--out", str(hf.parent),
+                   "--overwrite")
+    assert f"--out {hf.parent} is a folder that holds --hf" in err
+    err = _refused(capsys, "mcore-to-hf", "--ckpt", str(mcore), "--out", str(mcore),
+                   "--overwrite")
+    assert "is the same path as --ckpt" in err
+    err = _refused(capsys, "mcore-to-hf", "--ckpt", str(mcore), "--out", str(mcore / "hf"),
+                   "--overwrite")
+    assert "lies inside --ckpt" in err
+    # by default the tokenizer comes from the recorded HF source: overwriting it is refused
+    err = _refused(capsys, "mcore-to-hf", "--ckpt", str(mcore), "--out", str(hf),
+                   "--overwrite")
+    assert "is the same path as the tokenizer directory" in err
+    assert _snapshot(hf) == before_hf and _snapshot(mcore) == before_mcore
+
+
+def test_existing_output_needs_overwrite(tiny, tmp_path, capsys):
+    hf, _ = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    err = _refused(capsys, "hf-to-mcore", "--hf", str(hf), "--out", str(out))
+    assert "exists and is not empty" in err and "--overwrite" in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert main(["convert", "hf-to-mcore", "--hf", str(hf), "--out", str(out), "--overwrite",
+                 "--quiet"]) == 0
+    assert not (out / "keep.txt").exists() and (out / "common.pt").is_file()
+
+
+def test_second_writer_is_refused_naming_the_holder(tiny, tmp_path):
+    """The lock is held by this process (a first conversion, as far as the CLI can tell)."""
+    hf, _ = tiny
+    out = tmp_path / "mcore"
+    with output_lock(out.absolute()):
+        result = _cli("hf-to-mcore", "--hf", str(hf), "--out", str(out), "--quiet")
+    assert result.returncode == 2, result.stderr
+    assert f"is being written by pid {os.getpid()} on host" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not _temporaries(out)
+
+
+def test_checkpoint_missing_a_shard_is_never_published(tiny, tmp_path, monkeypatch):
+    """A shard lost under the writer (as when two runs shared one temporary directory) fails
+    the verification before publication; nothing appears at --out."""
+    hf, _ = tiny
+    real = hf_to_mcore.write_megatron_files
+
+    def lose_a_shard(directory, layout):
+        real(directory, layout)
+        sorted(directory.glob("*.distcp"))[3].unlink()
+
+    monkeypatch.setattr(hf_to_mcore, "write_megatron_files", lose_a_shard)
+    out = tmp_path / "mcore"
+    with pytest.raises(CheckpointError, match=r"__0_\d+\.distcp is missing \(listed in"):
+        hf_to_mcore.convert_hf_to_mcore(hf, out, progress=False)
+    assert not out.exists() and not _temporaries(out)
+
+
+def test_missing_tokenizer_dir_is_refused(tiny, tmp_path, capsys):
+    """Before, a --tokenizer that does not exist silently fell back to the recorded source."""
+    _, mcore = tiny
+    out = tmp_path / "hf_out"
+    err = _refused(capsys, "mcore-to-hf", "--ckpt", str(mcore), "--out", str(out),
+                   "--tokenizer", str(tmp_path / "no_such_tokenizer"))
+    assert f"--tokenizer {tmp_path / 'no_such_tokenizer'}: no such directory" in err
+    assert not out.exists()

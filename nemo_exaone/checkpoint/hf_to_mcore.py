@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from nemo_exaone.checkpoint.atomic_dir import atomic_directory, check_target
 from nemo_exaone.checkpoint.dcp_io import ChunkSpec, write_dcp
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
 from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE
@@ -31,7 +30,9 @@ from nemo_exaone.checkpoint.mcore_layout import (
 from nemo_exaone.checkpoint.metadata import CheckpointMetadata, write_metadata
 from nemo_exaone.checkpoint.progress import byte_progress
 from nemo_exaone.checkpoint.report import ConversionReport
+from nemo_exaone.checkpoint.verify import verify_dist_checkpoint
 from nemo_exaone.config.parallel import ParallelConfig, validate_parallel
+from nemo_exaone.runtime.outputs import atomic_directory, check_output, refuse_overlap
 
 
 def chunk_of(full: torch.Tensor, chunk: LayoutChunk) -> torch.Tensor:
@@ -96,12 +97,13 @@ def convert_hf_to_mcore(
     """
     start = time.perf_counter()
     hf_dir, out_dir = Path(hf_dir), Path(out_dir).absolute()
+    refuse_overlap(out_dir, [hf_dir], output_flag="--out", input_flags=["--hf"])
     arch = read_hf_arch(hf_dir, preset)
     validate_parallel(arch, ParallelConfig(tensor_model_parallel_size=tensor_parallel,
                                            pipeline_model_parallel_size=pipeline_parallel),
                       world_size=tensor_parallel * pipeline_parallel)
     cast = parse_dtype(dtype)
-    check_target(out_dir, overwrite)
+    check_output(out_dir, overwrite, flag="--out")
     source = HFSource(hf_dir, arch, table)
     layout = megatron_layout(arch, table)
     bound = {b.megatron: b for b in source.bound}
@@ -135,7 +137,11 @@ def convert_hf_to_mcore(
 
     written_dtypes = sorted({hf_dtype_name(d) for d in param_dtype.values()})
     try:
-        with atomic_directory(out_dir, overwrite) as tmp:
+        # One writer per output (a second run is refused, naming the holder); published only
+        # once every shard the DCP metadata lists is on disk.
+        with atomic_directory(out_dir, overwrite=overwrite, inputs=[hf_dir],
+                              input_flags=["--hf"], flag="--out",
+                              verify=verify_dist_checkpoint) as tmp:
             write_dcp(tmp, specs, layout.objects, produce)
             current["tensor"] = None
             write_megatron_files(tmp, layout)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from nemo_exaone.checkpoint.atomic_dir import atomic_directory, check_target
 from nemo_exaone.checkpoint.dcp_io import DistCheckpointReader
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
 from nemo_exaone.checkpoint.errors import CheckpointError
@@ -27,7 +26,9 @@ from nemo_exaone.checkpoint.metadata import read_metadata
 from nemo_exaone.checkpoint.progress import byte_progress
 from nemo_exaone.checkpoint.report import ConversionReport
 from nemo_exaone.checkpoint.safetensors_io import ShardedSafetensorsWriter, TensorEntry, parse_size
+from nemo_exaone.checkpoint.verify import verify_hf_checkpoint
 from nemo_exaone.config.presets import ExaoneArch
+from nemo_exaone.runtime.outputs import atomic_directory, check_output, refuse_overlap
 
 
 def read_param(reader: DistCheckpointReader, chunks: list[LayoutChunk]) -> torch.Tensor:
@@ -58,11 +59,14 @@ def _check_stored(reader: DistCheckpointReader, chunks: list[LayoutChunk], arch:
 
 
 def find_tokenizer_dir(explicit: str | os.PathLike | None, recorded: str | None) -> Path | None:
-    for candidate in (explicit, recorded):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    if explicit:
-        raise FileNotFoundError(f"tokenizer directory {explicit} does not exist")
+    """The tokenizer files to copy: ``explicit`` (``--tokenizer``), which must exist, else
+    the recorded HF source directory if it still exists, else none."""
+    if explicit is not None:
+        if not Path(explicit).is_dir():
+            raise FileNotFoundError(f"--tokenizer {explicit}: no such directory")
+        return Path(explicit)
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
     return None
 
 
@@ -85,6 +89,8 @@ def convert_mcore_to_hf(
     """
     start = time.perf_counter()
     ckpt_dir, out_dir = Path(ckpt_dir).absolute(), Path(out_dir).absolute()
+    inputs, input_flags = [ckpt_dir, hf_config], ["--ckpt", "--hf-config"]
+    refuse_overlap(out_dir, inputs, output_flag="--out", input_flags=input_flags)
     if hf_config is not None:
         arch, source_dir = ExaoneArch.from_hf_config(json.loads(Path(hf_config).read_text())), None
     else:
@@ -93,7 +99,12 @@ def convert_mcore_to_hf(
     cast = parse_dtype(dtype)
     shard_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else max_shard_size
     tokenizer = find_tokenizer_dir(tokenizer_dir, source_dir)
-    check_target(out_dir, overwrite)
+    # The tokenizer is read (copied) too: by default from the recorded HF source directory.
+    inputs.append(tokenizer)
+    input_flags.append("--tokenizer" if tokenizer_dir is not None else
+                       "the tokenizer directory (the checkpoint's recorded HF source)")
+    refuse_overlap(out_dir, inputs, output_flag="--out", input_flags=input_flags)
+    check_output(out_dir, overwrite, flag="--out")
     reader = DistCheckpointReader(ckpt_dir)
     dims = exaone_dims(arch)
     bound = table.bind(dims)
@@ -110,7 +121,9 @@ def convert_mcore_to_hf(
     total = sum(e.nbytes for e in entries)
     bar = byte_progress(total, "mcore-to-hf", progress)
     try:
-        with atomic_directory(out_dir, overwrite) as tmp:
+        with atomic_directory(out_dir, overwrite=overwrite, inputs=inputs,
+                              input_flags=input_flags, flag="--out",
+                              verify=verify_hf_checkpoint) as tmp:
             writer = ShardedSafetensorsWriter(tmp, entries, shard_bytes)
             for mapping in bound:
                 full = read_param(reader, params[mapping.megatron])

@@ -212,6 +212,8 @@ def atomic_directory(target: PathLike, *, overwrite: bool = False,
         raise FileExistsError(f"{flag} {final} exists and is not a directory")
     final.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(final) if lock else contextlib.nullcontext():
+        # Again under the lock: a writer that held it may have published meanwhile.
+        check_output(final, overwrite, flag=flag)
         remove_stale_temporaries(final)
         tmp = temporary_name(final)
         tmp.mkdir()
@@ -251,7 +253,8 @@ def atomic_files(finals: Sequence[PathLike], *, overwrite: bool = False,
         if lock:
             for path in paths:
                 stack.enter_context(output_lock(path))
-        for path in paths:
+        for name, path in zip(names, paths):
+            check_output(path, overwrite, flag=name)  # again, under the lock
             remove_stale_temporaries(path)
         temps = [temporary_name(p) for p in paths]
         try:
