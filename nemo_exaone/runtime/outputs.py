@@ -10,7 +10,8 @@ The rules (one place, so no command can forget one):
 3. **One writer.** :func:`output_lock` takes an exclusive ``fcntl`` lock on ``.NAME.lock``
    beside the output (or ``.lock`` inside a run directory); a second writer is refused with
    the holder's pid, host, start time and command. The kernel drops the lock when its process
-   dies, so a killed run never leaves a lock that blocks the next one.
+   dies, so a killed run never leaves a lock that blocks the next one; a holder that finishes
+   removes the lock file.
 4. **Nothing half-written is published.** Outputs are written under temporary names unique to
    the process (``.NAME.tmp-<pid>-<random>``), verified when the caller gives a check, and
    renamed into place (``os.replace``; a directory is swapped in with its previous version
@@ -117,15 +118,26 @@ def output_lock(target: PathLike, *, inside: bool = False) -> Iterator[Path]:
     """Hold an exclusive lock on ``target`` for the block; refuse if another process holds it."""
     lock = lock_path_for(target, inside=inside)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             holder = _holder_description(Path(lock).read_text(encoding="utf-8", errors="replace"))
             raise OutputLockedError(
                 f"{target} is being written by {holder}; wait for it to finish or stop it "
                 f"(lock file {lock})") from None
+        # The holder before us removes the file when it lets go: if it did so between our open
+        # and our lock, we hold a lock on a file nobody else will see; open it again.
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": datetime.datetime.now().isoformat(timespec="seconds"),
                 "command": " ".join(sys.argv)[:500]}
@@ -133,7 +145,10 @@ def output_lock(target: PathLike, *, inside: bool = False) -> Iterator[Path]:
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield lock
     finally:
-        # The lock file stays (deleting it would race a waiting writer); the lock goes.
+        # Removed while still held (the re-check above makes that safe), so no lock files
+        # pile up beside finished outputs; a killed holder leaves an unlocked file behind.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
         os.close(fd)
 
 
