@@ -1,7 +1,9 @@
 """nemo-exaone: EXAONE LLMs on NVIDIA's large-scale stack (Megatron-Core first)."""
 
 from nemo_exaone.runtime.triton_stub import install_triton_stub_if_needed
+from nemo_exaone.runtime.versions import install_megatron_import_guard
 
 __version__ = "0.1.0"
 
 install_triton_stub_if_needed()
+install_megatron_import_guard()
