@@ -1,4 +1,4 @@
-"""Streaming safetensors and DCP readers/writers, and the atomic output directory."""
+"""Streaming safetensors and DCP readers/writers (atomic outputs: tests/test_outputs.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nemo_exaone.checkpoint.atomic_dir import atomic_directory, partial_path
 from nemo_exaone.checkpoint.dcp_io import ChunkSpec, DistCheckpointReader, write_dcp
 from nemo_exaone.checkpoint.errors import CheckpointError
 from nemo_exaone.checkpoint.safetensors_io import (
@@ -98,21 +97,3 @@ def test_dcp_reader_reports_missing_coverage(tmp_path):
     write_dcp(tmp_path, chunks, {}, lambda spec: torch.zeros(2, 2))
     with pytest.raises(CheckpointError, match="stores only 4 of the 8 elements"):
         DistCheckpointReader(tmp_path).read("w", (0, 0), (4, 2))
-
-
-def test_atomic_directory_publishes_only_on_success(tmp_path):
-    target = tmp_path / "ckpt"
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_directory(target) as tmp:
-            (tmp / "half.bin").write_bytes(b"x")
-            raise RuntimeError("boom")
-    assert not target.exists() and not partial_path(target).exists()
-    with atomic_directory(target) as tmp:
-        (tmp / "done.bin").write_bytes(b"y")
-    assert (target / "done.bin").read_bytes() == b"y"
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        with atomic_directory(target):
-            pass
-    with atomic_directory(target, overwrite=True) as tmp:
-        (tmp / "new.bin").write_bytes(b"z")
-    assert sorted(p.name for p in target.iterdir()) == ["new.bin"]

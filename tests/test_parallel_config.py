@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from nemo_exaone.config.errors import ConfigError
 from nemo_exaone.config.parallel import (
     ParallelConfig,
     PrecisionConfig,
@@ -11,6 +12,7 @@ from nemo_exaone.config.parallel import (
     validate_precision,
 )
 from nemo_exaone.config.presets import get_preset
+from nemo_exaone.runtime.machine import check_machine
 
 ARCH = get_preset("exaone3.5-7.8b")
 
@@ -34,15 +36,15 @@ ARCH = get_preset("exaone3.5-7.8b")
 ])
 def test_parallel_errors_name_field(parallel, world, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        validate_parallel(ARCH, parallel, world, cuda_available=True)
+        validate_parallel(ARCH, parallel, world)
 
 
 def test_context_parallel_refused_on_cpu_with_reason():
-    with pytest.raises(ValueError, match="context_parallel_size=2 needs CUDA.*local attention"):
-        validate_parallel(ARCH, ParallelConfig(context_parallel_size=2), 2, cuda_available=False)
-    # ...and accepted where CUDA is present
-    validate_parallel(ARCH, ParallelConfig(context_parallel_size=2), 2, seq_length=4096,
-                      cuda_available=True)
+    parallel = ParallelConfig(context_parallel_size=2)
+    validate_parallel(ARCH, parallel, 2, seq_length=4096)  # a valid setting...
+    with pytest.raises(ConfigError, match="context_parallel_size=2 needs CUDA.*local attention"):
+        check_machine(parallel, cuda_available=False)  # ...that this machine cannot run
+    check_machine(parallel, cuda_available=True)
 
 
 def test_seq_length_checks():
@@ -61,12 +63,33 @@ def test_valid_layouts_pass():
         (ParallelConfig(tensor_model_parallel_size=4, pipeline_model_parallel_size=4,
                         virtual_pipeline_model_parallel_size=2), 64),
     ]:
-        validate_parallel(ARCH, parallel, world, seq_length=8192, cuda_available=True)
+        validate_parallel(ARCH, parallel, world, seq_length=8192)
 
 
-def test_fp8_without_cuda_says_so():
-    with pytest.raises(ValueError, match="precision.fp8=true needs a CUDA GPU"):
-        validate_precision(PrecisionConfig(dtype="bf16", fp8=True), cuda_available=False)
+def test_fp8_without_cuda_or_transformer_engine_says_so():
+    fp8 = PrecisionConfig(dtype="bf16", fp8=True)
+    validate_precision(fp8)
+    with pytest.raises(ConfigError, match="precision.fp8=true needs a CUDA GPU"):
+        check_machine(precision=fp8, cuda_available=False)
+    with pytest.raises(ConfigError, match="precision.fp8=true needs Transformer Engine"):
+        check_machine(precision=fp8, cuda_available=True, te_available=False)
+    check_machine(precision=fp8, cuda_available=True, te_available=True)
+    with pytest.raises(ConfigError, match="set precision.dtype=bf16"):
+        validate_precision(PrecisionConfig(dtype="fp32", fp8=True))
+
+
+def test_config_does_not_import_runtime():
+    """config/ is plain data: the machine checks live in runtime/ (layering)."""
+    import ast
+    from pathlib import Path
+
+    import nemo_exaone.config as config
+
+    for path in Path(config.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(n.startswith("nemo_exaone.runtime") for n in names), path
 
 
 @pytest.mark.parametrize("precision, message", [
@@ -76,7 +99,7 @@ def test_fp8_without_cuda_says_so():
 ])
 def test_bad_precision_values(precision, message):
     with pytest.raises(ValueError, match=message):
-        validate_precision(precision, cuda_available=False)
+        validate_precision(precision)
 
 
 def test_model_builder_validates_precision_before_building():

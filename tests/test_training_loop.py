@@ -178,17 +178,16 @@ def test_resume_at_another_parallel_layout(tmp_path, prepare_dir):
 
 def _weights_from_converted_checkpoint(path: str) -> dict:
     """The tiny model's weights as our stage loader and as the converter's loader read them."""
-    from nemo_exaone.checkpoint.mcore_checkpoint import load_mcore_checkpoint
+    from nemo_exaone.checkpoint.mcore_checkpoint import load_mcore_checkpoint, load_stage_weights
     from nemo_exaone.config.parallel import ParallelConfig
     from nemo_exaone.config.presets import get_preset
     from nemo_exaone.model.builder import build_model
     from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
-    from nemo_exaone.training.checkpointing import load_weights
 
     init_distributed(ParallelConfig(), seed=5)
     try:
         ours, theirs = build_model(get_preset("tiny")), build_model(get_preset("tiny"))
-        load_weights(Path(path), [ours], get_preset("tiny"))
+        load_stage_weights([ours], Path(path), get_preset("tiny"))
         load_mcore_checkpoint([theirs], path)
         return {"ours": {k: v.clone() for k, v in ours.state_dict().items() if "extra" not in k},
                 "theirs": {k: v.clone() for k, v in theirs.state_dict().items()

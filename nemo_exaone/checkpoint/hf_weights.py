@@ -33,7 +33,7 @@ def load_hf_weights(
     """
     from megatron.core import parallel_state
 
-    from nemo_exaone.model.sharding import _unwrap, global_param_names, shard_tensor
+    from nemo_exaone.model.sharding import global_param_names, shard_tensor, unwrap
 
     found = read_hf_arch(hf_dir)
     if arch is not None:
@@ -45,7 +45,7 @@ def load_hf_weights(
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     for chunk in model_chunks:
         names = global_param_names(chunk)
-        for local_name, param in _unwrap(chunk).named_parameters():
+        for local_name, param in unwrap(chunk).named_parameters():
             name = table.canonical_megatron_name(names[local_name])
             if name not in by_megatron and found.tie_word_embeddings:
                 name = tied.get(name, name)

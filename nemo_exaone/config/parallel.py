@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from nemo_exaone.config.errors import ConfigError
 from nemo_exaone.config.presets import ExaoneArch
 
 Dtype = Literal["fp32", "bf16", "fp16"]
@@ -57,7 +58,7 @@ class PrecisionConfig:
 
 def _divisible(what: str, value: int, by_name: str, by: int, fix: str) -> None:
     if value % by:
-        raise ValueError(f"{what}={value} is not divisible by {by_name}={by}; {fix}")
+        raise ConfigError(f"{what}={value} is not divisible by {by_name}={by}; {fix}")
 
 
 def validate_parallel(
@@ -65,15 +66,15 @@ def validate_parallel(
     parallel: ParallelConfig,
     world_size: int,
     seq_length: int | None = None,
-    cuda_available: bool | None = None,
 ) -> None:
-    """Check that ``parallel`` can build ``arch`` on ``world_size`` processes."""
+    """Check that ``parallel`` can build ``arch`` on ``world_size`` processes (the settings
+    only; :func:`nemo_exaone.runtime.machine.check_machine` checks them against the machine)."""
     tp, pp, cp = (parallel.tensor_model_parallel_size, parallel.pipeline_model_parallel_size,
                   parallel.context_parallel_size)
     for name, value in (("tensor_model_parallel_size", tp), ("pipeline_model_parallel_size", pp),
                         ("context_parallel_size", cp), ("world_size", world_size)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an integer >= 1")
+            raise ConfigError(f"{name}={value!r} must be an integer >= 1")
     _divisible("num_attention_heads", arch.num_attention_heads, "tensor_model_parallel_size", tp,
                "choose a tensor parallel size that divides the number of heads")
     _divisible("num_key_value_heads", arch.num_key_value_heads, "tensor_model_parallel_size",
@@ -86,7 +87,7 @@ def validate_parallel(
     vpp = parallel.virtual_pipeline_model_parallel_size
     if vpp is not None:
         if pp < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"virtual_pipeline_model_parallel_size={vpp} needs pipeline_model_parallel_size "
                 f">= 2 (got {pp}); set it to null or raise pipeline_model_parallel_size")
         _divisible("num_layers", arch.num_layers, "pipeline_model_parallel_size x "
@@ -96,21 +97,11 @@ def validate_parallel(
         _divisible("num_layers", arch.num_layers, "pipeline_model_parallel_size", pp,
                    "choose a pipeline size that divides the number of layers")
     if parallel.sequence_parallel and tp == 1:
-        raise ValueError("sequence_parallel=true needs tensor_model_parallel_size > 1 "
+        raise ConfigError("sequence_parallel=true needs tensor_model_parallel_size > 1 "
                          "(it splits activations across the tensor-parallel group)")
-    if cp > 1:
-        if cuda_available is None:
-            import torch
-
-            cuda_available = torch.cuda.is_available()
-        if not cuda_available:
-            raise ValueError(
-                f"context_parallel_size={cp} needs CUDA with Transformer Engine: Megatron-Core's "
-                "local attention (the CPU path) has no context-parallel implementation; "
-                "use context_parallel_size=1 on CPU")
     if seq_length is not None:
         if seq_length > arch.max_position_embeddings:
-            raise ValueError(
+            raise ConfigError(
                 f"seq_length={seq_length} exceeds max_position_embeddings="
                 f"{arch.max_position_embeddings}; raise max_position_embeddings (context "
                 "extension stage) or shorten seq_length")
@@ -121,35 +112,23 @@ def validate_parallel(
             _divisible("seq_length", seq_length, "2 x context_parallel_size", 2 * cp,
                        "context parallel splits the sequence into 2*cp chunks")
     if world_size % parallel.model_parallel_size:
-        raise ValueError(
+        raise ConfigError(
             f"world_size={world_size} is not divisible by tensor x pipeline x context parallel "
             f"size = {tp} x {pp} x {cp} = {parallel.model_parallel_size}; launch a multiple of "
             f"{parallel.model_parallel_size} processes")
 
 
-def validate_precision(precision: PrecisionConfig, cuda_available: bool | None = None) -> None:
-    """Check the precision request against the hardware and installed kernels."""
+def validate_precision(precision: PrecisionConfig) -> None:
+    """Check the precision settings (against the machine:
+    :func:`nemo_exaone.runtime.machine.check_machine`)."""
     if precision.dtype not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"precision.dtype={precision.dtype!r}; choose fp32, bf16 or fp16")
+        raise ConfigError(f"precision.dtype={precision.dtype!r}; choose fp32, bf16 or fp16")
     if precision.fp8_recipe not in ("delayed", "tensorwise"):
-        raise ValueError(f"precision.fp8_recipe={precision.fp8_recipe!r}; choose 'delayed' or "
-                         "'tensorwise' (per-tensor current scaling)")
+        raise ConfigError(f"precision.fp8_recipe={precision.fp8_recipe!r}; choose 'delayed' or "
+                          "'tensorwise' (per-tensor current scaling)")
     if precision.fp8_format not in ("hybrid", "e4m3"):
-        raise ValueError(f"precision.fp8_format={precision.fp8_format!r}; choose 'hybrid' or 'e4m3'")
-    if not precision.fp8:
-        return
-    if cuda_available is None:
-        import torch
-
-        cuda_available = torch.cuda.is_available()
-    if not cuda_available:
-        raise ValueError("precision.fp8=true needs a CUDA GPU (Hopper or newer) with Transformer "
-                         "Engine; this machine has no CUDA. Use precision.fp8=false")
-    from nemo_exaone.runtime.features import transformer_engine_available
-
-    if not transformer_engine_available():
-        raise ValueError("precision.fp8=true needs Transformer Engine: "
-                         "pip install 'nemo-exaone[gpu]' (transformer-engine[pytorch])")
-    if precision.dtype == "fp32":
-        raise ValueError("precision.fp8=true is a mixed-precision mode on top of bf16; "
-                         "set precision.dtype=bf16")
+        raise ConfigError(f"precision.fp8_format={precision.fp8_format!r}; choose 'hybrid' or "
+                          "'e4m3'")
+    if precision.fp8 and precision.dtype == "fp32":
+        raise ConfigError("precision.fp8=true is a mixed-precision mode on top of bf16; "
+                          "set precision.dtype=bf16")

@@ -49,6 +49,9 @@ def transformer_config(
     precision = precision or PrecisionConfig()
     options = options or ModelOptions()
     validate_precision(precision)
+    from nemo_exaone.runtime.machine import check_machine
+
+    check_machine(parallel, precision)
     on_cpu = not torch.cuda.is_available()
     dtype = precision.torch_dtype
     kwargs = dict(

@@ -15,7 +15,8 @@ import torch
 _LAYER_RE = re.compile(r"^(decoder\.layers\.)(\d+)(\..*)$")
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The Megatron module inside DDP / Float16Module wrappers (every caller uses this one)."""
     while hasattr(model, "module"):
         model = model.module
     return model
@@ -23,7 +24,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def global_param_names(model: torch.nn.Module) -> dict[str, str]:
     """Local parameter name -> name in the full model (layer index made global)."""
-    inner = _unwrap(model)
+    inner = unwrap(model)
     offsets = {}
     if hasattr(inner, "decoder"):
         for local_i, layer in enumerate(inner.decoder.layers):
@@ -77,7 +78,7 @@ def load_full_state_dict(model: torch.nn.Module, full: dict[str, torch.Tensor]) 
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     names = global_param_names(model)
-    for local_name, param in _unwrap(model).named_parameters():
+    for local_name, param in unwrap(model).named_parameters():
         global_name = names[local_name]
         if global_name not in full:
             # Tied output layer on the last stage takes the embedding.

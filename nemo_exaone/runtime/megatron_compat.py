@@ -61,14 +61,15 @@ def unshare_adam_steps(optimizer) -> None:
 
 
 def start_checkpoint_writer_ignoring_sigterm() -> None:
-    """Start dist_checkpointing's writer-results process now, with SIGTERM ignored.
+    """Start dist_checkpointing's writer-results process now, with SIGTERM and SIGINT ignored.
 
     Megatron's filesystem writer collects results through a ``multiprocessing`` Manager,
     a separate process started at the first save. Schedulers (SLURM, ``kill -TERM -PGID``)
     deliver SIGTERM to every process of the job, which killed that process and broke the
     very checkpoint the loop saves on SIGTERM. A process inherits "ignored" dispositions
     across exec, so creating the Manager while SIGTERM is ignored keeps it alive until the
-    trainer itself shuts it down. Main thread only (signals); a no-op elsewhere.
+    trainer itself shuts it down. Ctrl-C (SIGINT to the terminal's process group) is the
+    same case. Main thread only (signals); a no-op elsewhere.
     """
     import signal
     import threading
@@ -81,8 +82,10 @@ def start_checkpoint_writer_ignoring_sigterm() -> None:
               or getattr(filesystem_async, "_get_write_results_queue", None))
     if getter is None or getattr(filesystem_async, "_results_queue", None) is not None:
         return
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM,
+                                                                      signal.SIGINT)}
     try:
         getter()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

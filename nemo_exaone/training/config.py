@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nemo_exaone.config.errors import ConfigError
 from nemo_exaone.config.parallel import ParallelConfig, PrecisionConfig
 from nemo_exaone.config.presets import ExaoneArch, get_preset
 from nemo_exaone.training.optimizer import OptimizerSettings
@@ -128,6 +129,9 @@ class CheckpointConfig:
     save_interval: int = 0  # every N steps; 0: only at the end
     save_at_end: bool = True
     resume: bool = True  # continue from <dir>/latest when it exists
+    # A damaged latest checkpoint (file missing, truncated, unreadable): resume from the
+    # newest intact one with a warning; false: stop with an error naming the file.
+    fallback: bool = True
     async_save: bool = True  # write in the background while training continues
     keep_last: int | None = None  # delete older checkpoints (null: keep all)
 
@@ -178,16 +182,13 @@ class DistillConfig:
         if self.teacher_preset:
             return resolve_arch(self.teacher_preset, self.teacher_arch, "distill.teacher_arch")
         if not self.teacher_checkpoint:
-            raise ValueError("stage.objective=distill needs distill.teacher_checkpoint (the "
+            raise ConfigError("stage.objective=distill needs distill.teacher_checkpoint (the "
                              "teacher's architecture is read from it) or distill.teacher_preset")
-        from nemo_exaone.training.checkpointing import read_checkpoint_arch, resolve_checkpoint
+        from nemo_exaone.checkpoint.locate import resolve_checkpoint
+        from nemo_exaone.checkpoint.metadata import read_checkpoint_arch
 
-        path = resolve_checkpoint(self.teacher_checkpoint)
-        saved = read_checkpoint_arch(path)
-        if saved is None:
-            raise ValueError(f"teacher checkpoint {path} records no architecture; set "
-                             "distill.teacher_preset")
-        return ExaoneArch.from_hf_config({"model_type": "exaone", **saved}, name="teacher")
+        return read_checkpoint_arch(resolve_checkpoint(self.teacher_checkpoint)).replace(
+            name="teacher")
 
 
 @dataclass
@@ -224,7 +225,7 @@ def resolve_arch(preset: str, overrides: dict[str, Any], where: str) -> ExaoneAr
     changes = dict(overrides or {})
     unknown = sorted(set(changes) - set(_ARCH_FIELDS))
     if unknown:
-        raise ValueError(f"{where}.{unknown[0]} is not an architecture field; valid fields: "
+        raise ConfigError(f"{where}.{unknown[0]} is not an architecture field; valid fields: "
                          f"{', '.join(_ARCH_FIELDS)}")
     if "rope_scaling" in changes and changes["rope_scaling"] in (False, "none", {}):
         changes["rope_scaling"] = None
@@ -239,7 +240,7 @@ def resolve_arch(preset: str, overrides: dict[str, Any], where: str) -> ExaoneAr
 
 def _choice(where: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        raise ValueError(f"{where}={value!r}: choose one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"{where}={value!r}: choose one of {', '.join(map(str, choices))}")
 
 
 def validate_job(cfg: TrainingJobConfig) -> None:
@@ -258,18 +259,18 @@ def validate_job(cfg: TrainingJobConfig) -> None:
     t = cfg.train
     for name in ("max_steps", "micro_batch_size", "global_batch_size", "seq_length"):
         if getattr(t, name) < 1:
-            raise ValueError(f"train.{name}={getattr(t, name)} must be >= 1")
+            raise ConfigError(f"train.{name}={getattr(t, name)} must be >= 1")
     if t.global_batch_size % t.micro_batch_size:
-        raise ValueError(f"train.global_batch_size={t.global_batch_size} is not divisible by "
+        raise ConfigError(f"train.global_batch_size={t.global_batch_size} is not divisible by "
                          f"train.micro_batch_size={t.micro_batch_size}")
     if not 0.0 <= cfg.data.replay_fraction < 1.0:
-        raise ValueError(f"data.replay_fraction={cfg.data.replay_fraction} must be in [0, 1)")
+        raise ConfigError(f"data.replay_fraction={cfg.data.replay_fraction} must be in [0, 1)")
     if cfg.data.replay_fraction > 0 and not cfg.data.replay and cfg.data.source == "indexed":
-        raise ValueError("data.replay_fraction > 0 needs data.replay datasets")
+        raise ConfigError("data.replay_fraction > 0 needs data.replay datasets")
     if not 0.0 <= cfg.distill.alpha <= 1.0:
-        raise ValueError(f"distill.alpha={cfg.distill.alpha} must be in [0, 1]")
+        raise ConfigError(f"distill.alpha={cfg.distill.alpha} must be in [0, 1]")
     if cfg.distill.temperature <= 0:
-        raise ValueError(f"distill.temperature={cfg.distill.temperature} must be > 0")
+        raise ConfigError(f"distill.temperature={cfg.distill.temperature} must be > 0")
     if cfg.optimizer.min_lr > cfg.optimizer.lr:
-        raise ValueError(f"optimizer.min_lr={cfg.optimizer.min_lr} exceeds optimizer.lr="
+        raise ConfigError(f"optimizer.min_lr={cfg.optimizer.min_lr} exceeds optimizer.lr="
                          f"{cfg.optimizer.lr}")

@@ -10,25 +10,29 @@ code is the same.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from nemo_exaone.checkpoint.locate import checkpoint_step, locate_checkpoint, newest_intact
+from nemo_exaone.checkpoint.mcore_checkpoint import load_stage_weights
+from nemo_exaone.checkpoint.training_state import (
+    CheckpointSaver,
+    Layout,
+    TrainState,
+    load_training_state,
+)
 from nemo_exaone.config.parallel import ParallelConfig, validate_parallel, validate_precision
 from nemo_exaone.config.presets import ExaoneArch
-from nemo_exaone.training.checkpointing import (
-    CheckpointSaver,
-    TrainState,
-    latest_checkpoint,
-    load_training_state,
-    load_weights,
-    resolve_checkpoint,
-)
+from nemo_exaone.runtime.machine import check_machine
 from nemo_exaone.training.config import TrainingJobConfig, validate_job
 from nemo_exaone.training.flops import training_flops_per_token
 from nemo_exaone.training.metrics import MetricsLogger, truncate_metrics
@@ -64,6 +68,7 @@ def validate_for_launch(cfg: TrainingJobConfig, world_size: int) -> tuple[Exaone
     parallel = effective_parallel(cfg)
     validate_parallel(arch, parallel, world_size, seq_length=cfg.train.seq_length)
     validate_precision(cfg.precision)
+    check_machine(parallel, cfg.precision)
     dp = parallel.data_parallel_size(world_size)
     per_step = cfg.train.micro_batch_size * dp
     if cfg.train.global_batch_size % per_step:
@@ -109,9 +114,10 @@ def _build_objective(cfg: TrainingJobConfig, parallel: ParallelConfig, run_log):
     teacher_arch = cfg.distill.build_teacher_arch()
     (teacher,) = build_model_chunks(teacher_arch, parallel, cfg.precision, _model_options(cfg))
     if cfg.distill.teacher_checkpoint:
-        path = resolve_checkpoint(cfg.distill.teacher_checkpoint)
-        load_weights(path, [teacher], teacher_arch)
-        run_log.event("teacher_loaded", path=str(path), preset=teacher_arch.name)
+        found = locate_checkpoint(cfg.distill.teacher_checkpoint)
+        load_stage_weights([teacher], found.path, teacher_arch)
+        run_log.event("teacher_loaded", path=str(found.path), preset=teacher_arch.name,
+                      note=found.note)
     else:
         run_log.event("teacher_random", note="distill.teacher_checkpoint is null: the teacher "
                       "keeps its random initialisation (smoke test only)")
@@ -124,17 +130,26 @@ def _build_objective(cfg: TrainingJobConfig, parallel: ParallelConfig, run_log):
     return DistillationObjective(teacher, loss_cfg), ("lm loss",)
 
 
-class _SigtermFlag:
-    """Records SIGTERM; the loop saves and exits at the end of the current step."""
+class _StopFlag:
+    """Records SIGTERM or a first Ctrl-C (SIGINT); the loop saves and exits at the end of the
+    current step. A second Ctrl-C aborts at once (KeyboardInterrupt), without saving."""
 
     def __init__(self) -> None:
         self.raised = False
-        self._previous = None
+        self.signal_name: str | None = None
+        self._previous: dict = {}
         if _in_main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if signum == signal.SIGINT and self.raised:
+            raise KeyboardInterrupt("second Ctrl-C: stopped without saving")
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: saving a checkpoint at the end of this step, then stopping "
+                  "(Ctrl-C again to abort without saving)", flush=True)
         self.raised = True
+        self.signal_name = signal.Signals(signum).name
 
     def any_rank(self) -> bool:
         from nemo_exaone.training.iteration import comm_device
@@ -145,14 +160,53 @@ class _SigtermFlag:
         return bool(value[0] > 0)
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _in_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+_HELD_RUN_LOCKS: set[Path] = set()
+
+
+@contextlib.contextmanager
+def run_directory_lock(run_dir: str | Path) -> Iterator[None]:
+    """One training per run directory: hold ``<run.dir>/.lock`` (a second run is refused,
+    naming the holder). Re-entrant within a process, so an entry point may take it before
+    it writes into the run directory and the loop takes it again."""
+    from nemo_exaone.runtime.outputs import output_lock
+
+    path = Path(run_dir).absolute()
+    if path in _HELD_RUN_LOCKS:
+        yield
+        return
+    with output_lock(path, inside=True):
+        _HELD_RUN_LOCKS.add(path)
+        try:
+            yield
+        finally:
+            _HELD_RUN_LOCKS.discard(path)
+
+
+def _lock_run_directory(stack: contextlib.ExitStack, run_dir: str) -> None:
+    """Rank 0 takes the run directory's lock; every rank stops together if it is held."""
+    from nemo_exaone.runtime.outputs import OutputLockedError
+
+    error = None
+    if torch.distributed.get_rank() == 0:
+        try:
+            stack.enter_context(run_directory_lock(run_dir))
+        except OutputLockedError as exc:
+            error = exc
+    flag = [str(error) if error else None]
+    if torch.distributed.get_world_size() > 1:
+        torch.distributed.broadcast_object_list(flag, src=0)
+    if flag[0] is not None:
+        raise error if error is not None else OutputLockedError(flag[0])
 
 
 def train(cfg: TrainingJobConfig) -> TrainResult:
@@ -166,7 +220,9 @@ def train(cfg: TrainingJobConfig) -> TrainResult:
     owns_group = not torch.distributed.is_initialized()
     init_distributed(parallel, seed=cfg.run.seed)
     try:
-        return _train(cfg, arch, parallel)
+        with contextlib.ExitStack() as stack:
+            _lock_run_directory(stack, cfg.run.dir)
+            return _train(cfg, arch, parallel)
     finally:
         if owns_group:
             destroy_distributed()
@@ -179,26 +235,25 @@ def train(cfg: TrainingJobConfig) -> TrainResult:
 def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -> TrainResult:
     run_dir = Path(cfg.run.dir)
     ckpt_root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else run_dir / "checkpoints"
-    resume_path = latest_checkpoint(ckpt_root) if cfg.checkpoint.resume else None
-    start_step = _checkpoint_step(resume_path)
+    found = newest_intact(ckpt_root, fallback=cfg.checkpoint.fallback) \
+        if cfg.checkpoint.resume else None
+    resume_path = found.path if found else None
+    start_step = checkpoint_step(resume_path) if resume_path else 0
     rank = torch.distributed.get_rank()
-    if rank == 0 and start_step:
-        truncate_metrics(run_dir, start_step)  # those steps are trained again
+    if rank == 0 and found and found.skipped:
+        warnings.warn(f"resuming from {resume_path}, the newest intact checkpoint; passed over "
+                      "damaged: " + " | ".join(found.skipped), stacklevel=2)
+    if rank == 0:
+        truncate_metrics(run_dir, start_step)  # steps after the checkpoint are trained again
     log = MetricsLogger(run_dir, cfg.train.max_steps, enabled=rank == 0,
                         progress=cfg.logging.progress, tensorboard=cfg.logging.tensorboard,
                         start_step=start_step)
     try:
+        if found and found.skipped:
+            log.event("checkpoint_fallback", path=str(resume_path), skipped=found.skipped)
         return _Session(cfg, arch, parallel, log, ckpt_root, resume_path).run()
     finally:
         log.close()
-
-
-def _checkpoint_step(path: Path | None) -> int:
-    if path is None:
-        return 0
-    from nemo_exaone.training.checkpointing import loaded_arch_summary
-
-    return int(loaded_arch_summary(path).get("train_state", {}).get("step", 0))
 
 
 class _Session:
@@ -224,6 +279,7 @@ class _Session:
         self.result = TrainResult(state=self.state, resumed_from=last, last_checkpoint=last)
         self.saved_at = self.state.step if resume_path else -1
         self.consecutive_skips = 0
+        self.steps_run = self.steps_applied = 0
 
     # ------------------------------------------------------------------ set-up
     def _build_model_and_optimizer(self) -> None:
@@ -235,9 +291,11 @@ class _Session:
         chunks = build_model_chunks(self.arch, self.parallel, cfg.precision, _model_options(cfg))
         self.init_path = None
         if self.resume_path is None and cfg.init.checkpoint:
-            self.init_path = resolve_checkpoint(cfg.init.checkpoint)
+            found = locate_checkpoint(cfg.init.checkpoint)
+            self.init_path = found.path
+            self.log.event("init_checkpoint", path=str(found.path), note=found.note)
             if cfg.init.load == "weights":  # before the optimizer copies the weights
-                changes = load_weights(self.init_path, chunks, self.arch)
+                changes = load_stage_weights(chunks, self.init_path, self.arch)
                 self.log.event("init_weights", path=str(self.init_path), arch_changes=changes)
         self.chunks = wrap_ddp(chunks, self.parallel)
         settings = OptimizerSettings(**dataclasses.asdict(cfg.optimizer))
@@ -253,15 +311,14 @@ class _Session:
             self.log.event("resume", path=str(self.resume_path), step=self.state.step,
                            consumed_samples=self.state.consumed_samples)
         elif self.init_path is not None and self.cfg.init.load == "full":
-            changes = load_weights(self.init_path, self.chunks, self.arch,
-                                   optimizer=self.optimizer)
+            changes = load_stage_weights(self.chunks, self.init_path, self.arch,
+                                         optimizer=self.optimizer)
             self.log.event("init_full", path=str(self.init_path), arch_changes=changes)
 
     def _build_data_and_objective(self) -> None:
         from megatron.core import parallel_state as ps
 
         from nemo_exaone.training.batches import GlobalBatches
-        from nemo_exaone.training.checkpointing import Layout
 
         cfg = self.cfg
         source, summary = _build_source(cfg, self.arch, Path(cfg.run.dir))
@@ -281,23 +338,24 @@ class _Session:
         from nemo_exaone.runtime.megatron_compat import start_checkpoint_writer_ignoring_sigterm
 
         start_checkpoint_writer_ignoring_sigterm()
-        sigterm = _SigtermFlag()
+        stop = _StopFlag()
         try:
             while self.state.step < self.cfg.train.max_steps:
                 self._step()
                 self.saver.finalize()
-                if sigterm.any_rank():
+                if stop.any_rank():
                     self._save(final=True)
-                    self.log.event("sigterm", step=self.state.step,
+                    self.log.event("sigterm", step=self.state.step, signal=stop.signal_name,
                                    checkpoint=self.result.last_checkpoint)
                     self.result.terminated = True
                     return self.result
+            self._check_some_step_applied()
             if self.cfg.checkpoint.save_at_end:
                 self._save(final=True)
             self.saver.finalize(blocking=True)
             return self.result
         finally:
-            sigterm.restore()
+            stop.restore()
 
     def _step(self) -> None:
         from nemo_exaone.training.iteration import run_iteration
@@ -317,9 +375,11 @@ class _Session:
         state.step = step
         state.consumed_samples += cfg.train.global_batch_size
         state.trained_tokens += cfg.train.global_batch_size * cfg.train.seq_length
+        self.steps_run += 1
         if out.applied:
             self.scheduler.step(1)  # a skipped update does not advance the schedule
             self.consecutive_skips = 0
+            self.steps_applied += 1
         else:
             state.skipped_steps += 1
             self.consecutive_skips += 1
@@ -363,6 +423,22 @@ class _Session:
         self.saver.finalize(blocking=True)  # publish a save still in flight
         raise NonFiniteTrainingError(nonfinite_message(
             step, out.loss, out.grad_norm, reason, self.result.last_checkpoint))
+
+    def _check_some_step_applied(self) -> None:
+        """A run that skipped every step trained nothing: fail rather than report success
+        (and leave ``latest`` on the last good checkpoint)."""
+        if self.steps_run == 0 or self.steps_applied > 0:
+            return
+        safety = self.cfg.safety
+        self.saver.finalize(blocking=True)
+        raise NonFiniteTrainingError(
+            f"every one of the {self.steps_run} steps of this run was non-finite and skipped "
+            f"(safety.on_nonfinite={safety.on_nonfinite}; the limit safety."
+            f"max_consecutive_skips={safety.max_consecutive_skips} was not reached before "
+            f"train.max_steps={self.cfg.train.max_steps}): no update was applied. "
+            + ("The last good checkpoint is " + self.result.last_checkpoint
+               if self.result.last_checkpoint else "No checkpoint was written")
+            + "; check the data and lower optimizer.lr")
 
     def _save(self, final: bool = False) -> None:
         """Checkpoint the current step (once); ``final`` also waits for it to be published."""

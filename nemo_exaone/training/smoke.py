@@ -56,12 +56,12 @@ def deterministic_full_state_dict(model, seed: int) -> dict[str, torch.Tensor]:
     """Full (unsharded) tensors for every parameter this rank holds."""
     from megatron.core import parallel_state
 
-    from nemo_exaone.model.sharding import _unwrap, global_param_names
+    from nemo_exaone.model.sharding import global_param_names, unwrap
 
     tp = parallel_state.get_tensor_model_parallel_world_size()
     names = global_param_names(model)
     out = {}
-    for local_name, param in _unwrap(model).named_parameters():
+    for local_name, param in unwrap(model).named_parameters():
         name = names[local_name]
         if name == "output_layer.weight" and model.share_embeddings_and_output_weights:
             name = "embedding.word_embeddings.weight"
