@@ -17,24 +17,23 @@ from nemo_exaone.data.assets import asset_paths
 from nemo_exaone.data.decontamination import (
     DecontaminationConfig,
     _codepoints,
-    _direct_hashes,
+    _maybe_present,
     build_window_pool,
     decontaminate,
     normalize_text,
     sample_windows,
     sampled_window_starts,
-    window_hashes,
 )
 from nemo_exaone.data.decontamination_fastpath import (
     SPECIAL,
     _tables,
     char_table,
-    hashes_at,
     kept_lines,
     normalize_batch,
     parse_jsonl_block,
 )
 from nemo_exaone.data.jsonl import BadRecordError, LineBlock, decode_record, get_text
+from nemo_exaone.data.window_hash import hashes_at, window_hashes
 
 ALPHABET = "abcdefghij가나다라마바사아자차0123456789"
 
@@ -69,12 +68,26 @@ def test_normalization_keeps_unicode_letters_and_digits_case_folded():
     assert normalize_text("...   ") == ""
 
 
-def test_rolling_hash_equals_direct_hash():
+def _reference_hash(codepoints, start: int, window: int) -> int:
+    """The window hash by its definition: mix(sum c[start+t] * B**(S-1-t) mod 2**64)."""
+    value = 0
+    for c in codepoints[start: start + window].tolist():
+        value = (value * 0x9E3779B97F4A7C15 + c) % 2**64
+    return _mix64(value)
+
+
+def test_window_hash_equals_its_definition_at_every_and_at_chosen_starts():
     codepoints = _codepoints("".join(chr(c) for c in range(0x41, 0x41 + 300)) + "가나다" * 40)
+    rng = np.random.default_rng(0)
     for window in (1, 7, 50):
-        rolled = window_hashes(codepoints, window)
-        starts = np.arange(len(codepoints) - window + 1)
-        assert np.array_equal(rolled, _direct_hashes(codepoints, starts, window))
+        every = window_hashes(codepoints, window)
+        assert len(every) == len(codepoints) - window + 1
+        starts = np.sort(rng.integers(0, len(every), 60))
+        starts[0], starts[-1] = 0, len(every) - 1
+        assert [int(every[i]) for i in starts] == [
+            _reference_hash(codepoints, int(i), window) for i in starts]
+        assert np.array_equal(hashes_at(codepoints, starts, window), every[starts])
+    assert len(window_hashes(codepoints[:10], 50)) == 0
 
 
 def test_sampling_is_deterministic_distinct_and_spread():
@@ -323,17 +336,6 @@ def test_batch_normalization_equals_per_text_normalization(seed):
         assert got.decode("utf-32-le") == _reference_normalize(text) == normalize_text(text)
 
 
-def test_hashes_at_sampled_starts_equal_direct_hashes():
-    rng = np.random.default_rng(0)
-    codepoints = rng.integers(0, 0x11000, 5000).astype(np.uint32)
-    for window in (1, 7, 50):
-        starts = np.sort(rng.integers(0, len(codepoints) - window + 1, 700))
-        assert np.array_equal(hashes_at(codepoints, starts, window),
-                              _direct_hashes(codepoints, starts, window))
-        assert np.array_equal(hashes_at(codepoints, starts, window),
-                              window_hashes(codepoints, window)[starts])
-
-
 def _mix64(value: int) -> int:
     value ^= value >> 30
     value = value * 0xBF58476D1CE4E5B9 & (2**64 - 1)
@@ -431,16 +433,20 @@ def test_block_parsing_never_reads_a_bad_line_into_the_next():
 
 
 def _reference_decontaminate(train: bytes, tests: list[list[dict]], paths: list[str],
-                             window: int, samples: int, seed: int):
-    """Kept bytes, removed (id, test set, test item, window) and bad line numbers, computed
-    one line at a time with Python strings and a dict of test windows."""
+                             window: int, samples: int, seed: int, min_item_chars: int):
+    """Kept bytes, removed (id, test set, test item, matched text, kind) and bad line numbers,
+    computed one line at a time with Python strings, a dict of test windows and a dict of
+    the test fields matched whole (first match by position, then by test order)."""
     pool: dict[str, tuple[str, object]] = {}
+    whole: dict[str, tuple[str, object]] = {}
     for path, items in zip(paths, tests):
         for line_no, item in enumerate(items, start=1):
             item_id = item["id"] if isinstance(item.get("id"), (str, int)) else f"{path}:{line_no}"
             norm = _reference_normalize(item["text"])
             for start in range(len(norm) - window + 1):
                 pool.setdefault(norm[start: start + window], (path, item_id))
+            if min_item_chars and min_item_chars <= len(norm) < window:
+                whole.setdefault(norm, (path, item_id))
     kept, removed, bad, short = [], [], [], 0
     for line_no, raw in LineBlock("train", 1, train).lines():
         try:
@@ -450,16 +456,25 @@ def _reference_decontaminate(train: bytes, tests: list[list[dict]], paths: list[
             bad.append(line_no)
             continue
         norm = _reference_normalize(text)
-        short += len(norm) < window
+        record_id = record.get("id")
+        record_id = record_id if isinstance(record_id, (str, int)) else f"line:{line_no}"
+        match = None
         for start in _reference_starts(norm, window, samples, seed):
             if norm[start: start + window] in pool:
                 path, item_id = pool[norm[start: start + window]]
-                record_id = record.get("id")
-                record_id = record_id if isinstance(record_id, (str, int)) else f"line:{line_no}"
-                removed.append((record_id, path, item_id, norm[start: start + window]))
+                match = (record_id, path, item_id, norm[start: start + window], "window")
                 break
-        else:
+        if match is None:
+            found = [(norm.find(item), order, item) for order, item in enumerate(whole)]
+            found = sorted(f for f in found if f[0] >= 0)
+            if found:
+                item = found[0][2]
+                match = (record_id, *whole[item], item, "whole_item")
+        if match is None:
+            short += len(norm) < window
             kept.append(raw + b"\n")
+        else:
+            removed.append(match)
     return b"".join(kept), removed, bad, short
 
 
@@ -467,6 +482,7 @@ def _reference_decontaminate(train: bytes, tests: list[list[dict]], paths: list[
 def test_decontamination_equals_a_line_by_line_reference(tmp_path, seed):
     rng = random.Random(seed)
     window, samples = rng.choice([(50, 10), (20, 3), (12, 0)])
+    min_item_chars = [0, 20, 6][seed % 3]  # strict published method, default, short keys
     tests = [[{"id": f"s{s}-{i}", "text": _random_text(rng, rng.randint(5, 150))}
               for i in range(rng.randint(1, 30))] for s in range(2)]
     tests[0].append({"text": tests[1][0]["text"]})  # a window in two sets: the first one wins
@@ -487,18 +503,22 @@ def test_decontamination_equals_a_line_by_line_reference(tmp_path, seed):
     (tmp_path / "train.jsonl").write_bytes(train_bytes)
     paths = [_jsonl(tmp_path / f"test{s}.jsonl", items) for s, items in enumerate(tests)]
     kept, removed, bad, short = _reference_decontaminate(train_bytes, tests, paths, window,
-                                                         samples, seed)
+                                                         samples, seed, min_item_chars)
     assert removed and bad  # the data exercises both
+    by_item = sum(r[-1] == "whole_item" for r in removed)
     for workers, chunk_bytes in ((0, 1 << 20), (0, 700), (2, 3000)):
         report = decontaminate(DecontaminationConfig(
             train=str(tmp_path / "train.jsonl"), tests=paths, out=str(tmp_path / "o.jsonl"),
             report=str(tmp_path / "r.json"), window=window, samples=samples, seed=seed,
-            workers=workers, chunk_bytes=chunk_bytes, skip_bad=True, show_progress=False))
+            min_item_chars=min_item_chars, workers=workers, chunk_bytes=chunk_bytes,
+            skip_bad=True, show_progress=False, overwrite=True))
         assert (tmp_path / "o.jsonl").read_bytes() == kept
-        got = sorted((m["id"], path, m["test_item"], m["matched_window"])
+        got = sorted((m["id"], path, m["test_item"],
+                      m.get("matched_window", m.get("matched_item")), m["match"])
                      for path, entry in report["test_sets"].items() for m in entry["matches"])
         assert got == sorted(removed)
         assert report["removed"] == len(removed) and report["skipped_bad_lines"] == len(bad)
+        assert report["removed_by_whole_item"] == by_item
         assert report["kept_shorter_than_window"] == short
         assert report["kept"] == 300 - len(bad) - len(removed)
 
@@ -518,7 +538,8 @@ def test_workers_read_their_blocks_from_the_file_including_bom_and_crlf(tmp_path
         out = tmp_path / f"o{workers}.jsonl"
         report = decontaminate(DecontaminationConfig(
             train=str(train), tests=[test], out=str(out), report=str(tmp_path / "r.json"),
-            workers=workers, chunk_bytes=997, skip_bad=True, show_progress=False))
+            workers=workers, chunk_bytes=997, skip_bad=True, show_progress=False,
+            overwrite=True))
         outputs.append((out.read_bytes(), report["test_sets"], report["bad_line_examples"]))
     assert outputs[0] == outputs[1] == outputs[2]
     assert outputs[0][2] == [f"{train}:51: key 'text' must be a string, got int"]
@@ -528,7 +549,7 @@ def test_workers_read_their_blocks_from_the_file_including_bom_and_crlf(tmp_path
 def test_prefilter_never_rules_out_a_pool_window_and_rules_out_most_others(tmp_path):
     items = [{"text": _words(random.Random(i), 60)} for i in range(50)]
     pool = build_window_pool([_jsonl(tmp_path / "t.jsonl", items)], ["text"])
-    assert np.array_equal(pool._maybe_present(pool.hashes), np.arange(len(pool)))
+    assert np.array_equal(_maybe_present(pool.prefilter, pool.hashes), np.arange(len(pool)))
     others = np.random.default_rng(0).integers(0, 2**64 - 1, 100_000, dtype=np.uint64)
-    assert len(pool._maybe_present(others)) < 0.07 * len(others)  # 16-32 bits per window
+    assert len(_maybe_present(pool.prefilter, others)) < 0.07 * len(others)  # 16-32 bits per window
     assert pool.nbytes >= pool.prefilter.nbytes >= 2 * len(pool)

@@ -23,7 +23,7 @@ def _train_tokenizer(args: argparse.Namespace) -> int:
         inputs=args.input, output_dir=args.output, text_key=args.text_key,
         vocab_size=args.vocab_size, min_frequency=args.min_frequency,
         morph_analyzer=args.morph, model_max_length=args.model_max_length,
-        skip_bad=args.skip_bad, show_progress=not args.quiet,
+        skip_bad=args.skip_bad, show_progress=not args.quiet, overwrite=args.overwrite,
     ))
     _print_json(report)
     return 0
@@ -37,7 +37,7 @@ def _preprocess(args: argparse.Namespace) -> int:
         inputs=args.input, output_prefix=args.output_prefix, tokenizer_dir=args.tokenizer,
         mode=args.mode, text_key=args.text_key, messages_key=args.messages_key,
         append_eod=append_eod, workers=args.workers, chunk_bytes=args.chunk_kb * 1024,
-        skip_bad=args.skip_bad, show_progress=not args.quiet,
+        skip_bad=args.skip_bad, show_progress=not args.quiet, overwrite=args.overwrite,
     ))
     _print_json(result.as_dict())
     return 0
@@ -50,11 +50,14 @@ def _decontaminate(args: argparse.Namespace) -> int:
         train=args.train, tests=args.test, out=args.out, report=args.report,
         text_key=args.text_key, test_keys=args.test_key or None, id_key=args.id_key,
         window=args.window, samples=args.samples, seed=args.seed, workers=args.workers,
+        min_item_chars=0 if args.strict_published else args.min_item_chars,
         chunk_bytes=args.chunk_kb * 1024, skip_bad=args.skip_bad, show_progress=not args.quiet,
+        overwrite=args.overwrite,
     ))
-    summary = {k: report[k] for k in ("removed", "kept", "kept_shorter_than_window",
-                                      "skipped_bad_lines")}
+    summary = {k: report[k] for k in ("removed", "removed_by_window", "removed_by_whole_item",
+                                      "kept", "kept_shorter_than_window", "skipped_bad_lines")}
     summary["removed_per_test_set"] = {k: v["removed"] for k, v in report["test_sets"].items()}
+    summary["method"] = report["params"]["method"]
     summary["report"] = args.report
     _print_json(summary)
     return 0
@@ -100,9 +103,13 @@ def _render_chat(args: argparse.Namespace) -> int:
 
 
 def _add_common(parser: argparse.ArgumentParser, workers: int = 1) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (never an input: an output that is an "
+                        "input, or a folder holding one, is always refused)")
     parser.add_argument("--skip-bad", action="store_true",
-                        help="skip malformed/empty/non-UTF-8 lines and lines missing the key "
-                        "(counted in the report) instead of stopping at the first one")
+                        help="skip malformed/empty/non-UTF-8 lines, lines missing the key and "
+                        "texts that are not text (an unpaired surrogate such as \"\\ud800\"), "
+                        "counted in the report, instead of stopping at the first one")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     if workers:
         parser.add_argument("--workers", type=int, default=workers,
@@ -170,7 +177,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="EXAONE 3.5 decontamination: normalize test sets to letters/digits "
         "(NFKC, case-folded), pool every S-character window, sample N windows per "
         "normalized training example and drop it if any is in the pool (hash hits are "
-        "confirmed character by character). Examples shorter than S are kept.")
+        "confirmed character by character). Also, unless --strict-published: test fields "
+        "of --min-item-chars to S-1 characters (no window of their own) are matched whole "
+        "anywhere in a training example, reported separately.")
     p.add_argument("--train", required=True, help="training JSONL to clean")
     p.add_argument("--test", action="append", required=True,
                    help="benchmark test-set JSONL (repeatable)")
@@ -187,6 +196,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="N, windows sampled per training example (default 10; 0 = check "
                    "every window)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--min-item-chars", type=int, default=20,
+                   help="match test fields of this many to S-1 normalized characters whole "
+                   "(default 20; a 43-syllable Korean question has no 50-character window)")
+    p.add_argument("--strict-published", action="store_true",
+                   help="the published EXAONE 3.5 method exactly: windows only, no whole-item "
+                   "matching (same as --min-item-chars 0)")
     _add_common(p, workers=1)
     p.set_defaults(func=_decontaminate)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,14 +45,23 @@ def build_tiny_tokenizer(cache_dir: str | Path, vocab_size: int = 1024,
     so a stale tokenizer is never reused. Returns the tokenizer directory.
     """
     from nemo_exaone.data.tokenizer_training import train_tokenizer_from_texts
+    from nemo_exaone.runtime.outputs import OutputLockedError
 
     digest = hashlib.sha256()
     for name in ("corpus", "chat_sft"):
         digest.update(asset_paths()[name].read_bytes())
     key = f"{digest.hexdigest()[:12]}-v{vocab_size}-{morph_analyzer}-f{_TINY_TOKENIZER_FORMAT}"
     target = Path(cache_dir) / f"tiny-exaone-tokenizer-{key}"
-    if (target / "tokenizer.json").is_file():
-        return target
-    return train_tokenizer_from_texts(tiny_tokenizer_texts(), target, vocab_size=vocab_size,
-                                      min_frequency=2, morph_analyzer=morph_analyzer,
-                                      model_max_length=4096)
+    deadline = time.monotonic() + 600
+    while not (target / "tokenizer.json").is_file():
+        try:
+            # overwrite: a cache entry without tokenizer.json is not a tokenizer.
+            return train_tokenizer_from_texts(
+                tiny_tokenizer_texts(), target, vocab_size=vocab_size, min_frequency=2,
+                morph_analyzer=morph_analyzer, model_max_length=4096, overwrite=True)
+        except OutputLockedError:
+            # Another process is building the same entry (a few seconds): wait and share it.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    return target

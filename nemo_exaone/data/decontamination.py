@@ -13,7 +13,15 @@ Choices made here (also in the report's ``params``):
   benchmark item ("THE ANSWER IS") are still caught; NFKC maps full-width and compatibility
   forms to their plain letters for the same reason.
 * A test item contributes windows from each of its text fields separately (a window never
-  spans two fields or two items). Fields shorter than S contribute nothing (counted).
+  spans two fields or two items). Fields shorter than S contribute no window (counted).
+* Whole-item matching (on by default; our addition to the published method): a field of at
+  least ``min_item_chars`` (20) but fewer than S normalized characters is matched whole: a
+  training example whose normalized text contains it anywhere is removed, reported
+  separately (``removed_by_whole_item``, ``match: whole_item``). Hangul carries 2-3x the
+  content of Latin text per character, so a 43-syllable Korean question has no window and
+  would otherwise never be caught. ``min_item_chars=0`` (``--strict-published``) is the
+  published method exactly. Every start of the training text is checked (no sampling): an
+  item is short, a sampled window would rarely land on it.
 * A training example shorter than S after normalization has no window to sample and is
   KEPT (counted as ``kept_shorter_than_window``): by the method's definition it cannot
   contain a test window. One with fewer than N windows has all its windows checked.
@@ -26,7 +34,8 @@ Choices made here (also in the report's ``params``):
   ``samples=0`` checks every window (exhaustive, slower): then any example containing a
   normalized test substring of S characters is removed.
 * The pool is a sorted ``uint64`` array of window hashes (a polynomial hash mod 2**64,
-  computed for all test windows at once with prefix sums in numpy, then bit-mixed) with,
+  computed for all test windows at once with prefix sums in numpy, then bit-mixed; one
+  implementation, :mod:`nemo_exaone.data.window_hash`, for the pool and the scan) with,
   for each hash, the window's offset into the stored normalized test text. Every hash hit
   is confirmed by comparing the actual characters, so a hash collision can never remove a
   clean example. A bitmap of the hashes' low bits (16 to 32 bits per window, counted in
@@ -54,27 +63,30 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from nemo_exaone.data.atomic import atomic_outputs
 from nemo_exaone.data.decontamination_fastpath import (
     char_table,
-    hashes_at,
     kept_lines,
     normalize_batch,
     parse_jsonl_block,
 )
 from nemo_exaone.data.jsonl import (
+    SURROGATE_RE,
     BadRecordError,
     LineBlock,
     SkipStats,
+    check_text,
     decode_record,
     get_text,
     iter_line_blocks,
     iter_raw_lines,
 )
+from nemo_exaone.data.window_hash import FULL_MASK, hashes_at, mix, window_hashes
+from nemo_exaone.runtime.outputs import atomic_files, check_output, refuse_overlap
 
 __all__ = [
     "DecontaminationConfig",
     "WindowPool",
+    "ItemPool",
     "build_window_pool",
     "decontaminate",
     "normalize_text",
@@ -82,9 +94,6 @@ __all__ = [
     "sampled_window_starts",
 ]
 
-FULL_MASK = (1 << 64) - 1
-_BASE = 0x9E3779B97F4A7C15  # odd, hence invertible mod 2**64 (needed by the prefix-sum trick)
-_BASE_INV = pow(_BASE, -1, 1 << 64)
 _HASH_CHUNK_CHARS = 1 << 21  # bounded temporary memory while hashing the test text
 
 
@@ -129,46 +138,6 @@ def normalize_text(text: str) -> str:
     return codepoints.astype("<u4").tobytes().decode("utf-32-le")
 
 
-def _mix(values: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: spreads the polynomial hash over all 64 bits (in place)."""
-    values ^= values >> np.uint64(30)
-    values *= np.uint64(0xBF58476D1CE4E5B9)
-    values ^= values >> np.uint64(27)
-    values *= np.uint64(0x94D049BB133111EB)
-    values ^= values >> np.uint64(31)
-    return values
-
-
-def _powers(base: int, count: int) -> np.ndarray:
-    out = np.full(count, base, dtype=np.uint64)
-    out[0] = 1
-    return np.cumprod(out, dtype=np.uint64)  # wraps mod 2**64, as intended
-
-
-def window_hashes(codepoints: np.ndarray, window: int) -> np.ndarray:
-    """Hashes of every ``window``-long substring (stride 1) of a codepoint array, O(n).
-
-    H_i = sum_t c[i+t] * B**(window-1-t) mod 2**64, from prefix sums of c[j] * B**-j.
-    """
-    n = len(codepoints) - window + 1
-    if n <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        c = codepoints.astype(np.uint64)
-        prefix = np.zeros(len(c) + 1, dtype=np.uint64)
-        np.cumsum(c * _powers(_BASE_INV, len(c)), dtype=np.uint64, out=prefix[1:])
-        hashes = (prefix[window:] - prefix[:n]) * _powers(_BASE, len(c))[window - 1:]
-        return _mix(hashes)
-
-
-def _direct_hashes(codepoints: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
-    """The same hash for a few chosen windows (training side): gather and dot product."""
-    with np.errstate(over="ignore"):
-        matrix = codepoints[starts[:, None] + np.arange(window)].astype(np.uint64)
-        weights = _powers(_BASE, window)[::-1].copy()
-        return _mix((matrix * weights).sum(axis=1, dtype=np.uint64))
-
-
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -209,7 +178,7 @@ def sample_windows(
         low = stratum * count // samples
         width = (stratum + 1) * count // samples - low
         with np.errstate(over="ignore"):
-            draws = _mix(keys[example] + (stratum.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+            draws = mix(keys[example] + (stratum.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
         start = start.copy()
         start[rows] = low + (draws % width.astype(np.uint64)).astype(np.int64)
     return owner, start
@@ -223,7 +192,123 @@ def sampled_window_starts(text: str, window: int = 50, samples: int = 10, seed: 
     return starts.tolist()
 
 
-# ---- the pool ---------------------------------------------------------------------------
+# ---- the pools --------------------------------------------------------------------------
+
+
+def _prefilter(hashes: np.ndarray) -> np.ndarray:
+    """Bit i set iff some hash has (hash mod bits) == i, 16 to 32 bits per hash: a lookup that
+    misses (nearly all of them) is answered here ~95% of the time, without a binary search."""
+    bits = 64
+    while bits < 16 * len(hashes):
+        bits *= 2
+    slots = hashes & np.uint64(bits - 1)
+    bit = np.left_shift(1, (slots & np.uint64(7)).astype(np.uint8)).astype(np.uint8)
+    prefilter = np.zeros(bits // 8, dtype=np.uint8)
+    np.bitwise_or.at(prefilter, slots >> np.uint64(3), bit)  # O(hashes) memory
+    return prefilter
+
+
+def _maybe_present(prefilter: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Indices of the ``hashes`` that ``prefilter`` cannot rule out."""
+    slots = hashes & np.uint64(len(prefilter) * 8 - 1)
+    words = np.take(prefilter, slots >> np.uint64(3))
+    words >>= (slots & np.uint64(7)).astype(np.uint8)
+    words &= np.uint8(1)
+    return np.flatnonzero(words)
+
+
+@dataclass
+class ItemPool:
+    """Whole-item matching for test fields of ``key_chars`` (min_item_chars) to S-1 normalized
+    characters, which contribute no window: a training example is contaminated if its
+    normalized text contains such a field whole. Every start of the training text is looked
+    up by the hash of its first ``key_chars`` characters, and a hit is confirmed character
+    by character over the item's full length, inside one example."""
+
+    key_chars: int
+    hashes: np.ndarray  # sorted uint64: hash of each item's first key_chars characters
+    offsets: np.ndarray  # int64 start of each item in ``text``
+    lengths: np.ndarray  # int64 normalized length of each item
+    items: np.ndarray  # int64 test item (index into the WindowPool's item_ids) of each
+    text: np.ndarray  # codepoints of the distinct items, concatenated
+    prefilter: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefilter is None:
+            self.prefilter = _prefilter(self.hashes)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.hashes, self.offsets, self.lengths, self.items, self.text,
+                  self.prefilter)
+        return int(sum(a.nbytes for a in arrays))
+
+    def find_items(self, codepoints: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+                   ) -> dict[int, int]:
+        """``{example index: row of the first item it contains}`` for the examples
+        ``codepoints[starts[i]: starts[i] + lengths[i]]`` (starts increasing)."""
+        if len(self.hashes) == 0 or len(codepoints) < self.key_chars:
+            return {}
+        hashes = hashes_at(codepoints, None, self.key_chars)  # every start, across examples
+        maybe = _maybe_present(self.prefilter, hashes)
+        left = np.searchsorted(self.hashes, hashes[maybe], side="left")
+        hit = np.flatnonzero(self.hashes[np.minimum(left, len(self.hashes) - 1)]
+                             == hashes[maybe])
+        found: dict[int, int] = {}
+        ends = starts + lengths
+        for position, row in zip(maybe[hit].tolist(), left[hit].tolist()):
+            example = int(np.searchsorted(starts, position, side="right")) - 1
+            if example in found:
+                continue
+            end = int(ends[example])
+            while row < len(self.hashes) and self.hashes[row] == hashes[position]:
+                size = int(self.lengths[row])
+                offset = int(self.offsets[row])
+                if position + size <= end and np.array_equal(
+                        codepoints[position: position + size],
+                        self.text[offset: offset + size]):
+                    found[example] = row
+                    break
+                row += 1
+        return found
+
+    def describe(self, row: int) -> tuple[int, str]:
+        """``(test item index, normalized item text)`` of a row."""
+        offset, size = int(self.offsets[row]), int(self.lengths[row])
+        text = self.text[offset: offset + size].astype("<u4").tobytes().decode("utf-32-le")
+        return int(self.items[row]), text
+
+
+def build_item_pool(codepoints: np.ndarray, bounds: np.ndarray, field_item: np.ndarray,
+                    key_chars: int, window: int) -> ItemPool:
+    """The :class:`ItemPool` of the normalized fields (``codepoints[bounds[i]:bounds[i+1]]``)
+    whose length is in ``[key_chars, window)``; identical fields are stored once."""
+    lengths = np.diff(bounds)
+    chosen = np.flatnonzero((lengths >= key_chars) & (lengths < window))
+    seen: set[bytes] = set()
+    keep: list[int] = []
+    for index in chosen.tolist():
+        content = codepoints[bounds[index]: bounds[index + 1]].tobytes()
+        if content not in seen:
+            seen.add(content)
+            keep.append(index)
+    kept = np.asarray(keep, dtype=np.int64)
+    item_lengths = lengths[kept].astype(np.int64)
+    offsets = np.zeros(len(kept), dtype=np.int64)
+    if len(kept):
+        offsets[1:] = np.cumsum(item_lengths)[:-1]
+        text = np.concatenate([codepoints[bounds[i]: bounds[i + 1]] for i in keep])
+    else:
+        text = np.zeros(0, dtype=np.uint32)
+    hashes = hashes_at(text, offsets, key_chars) if len(kept) else np.zeros(0, np.uint64)
+    order = np.argsort(hashes, kind="stable")
+    return ItemPool(key_chars=key_chars, hashes=hashes[order], offsets=offsets[order],
+                    lengths=item_lengths[order], items=field_item[kept][order],
+                    text=text.astype(np.uint32))
+
 
 
 @dataclass
@@ -246,59 +331,37 @@ class WindowPool:
     # (nearly all of them) is answered here ~95% of the time, without a binary search.
     prefilter: np.ndarray | None = None
 
+    # Test fields too short for a window, matched whole (None: strict published method).
+    items: ItemPool | None = None
+
     def __post_init__(self) -> None:
         if self.prefilter is None:
-            bits = 64
-            while bits < 16 * len(self.hashes):
-                bits *= 2
-            slots = self.hashes & np.uint64(bits - 1)
-            bit = np.left_shift(1, (slots & np.uint64(7)).astype(np.uint8)).astype(np.uint8)
-            self.prefilter = np.zeros(bits // 8, dtype=np.uint8)
-            np.bitwise_or.at(self.prefilter, slots >> np.uint64(3), bit)  # O(windows) memory
+            self.prefilter = _prefilter(self.hashes)
 
     @property
     def nbytes(self) -> int:
         arrays = (self.hashes, self.offsets, self.text, self.segment_starts, self.segment_item,
                   self.item_set, self.prefilter)
-        return int(sum(a.nbytes for a in arrays))
-
-    def _maybe_present(self, hashes: np.ndarray) -> np.ndarray:
-        """Indices of the (masked) ``hashes`` that the prefilter cannot rule out."""
-        slots = hashes & np.uint64(len(self.prefilter) * 8 - 1)
-        words = np.take(self.prefilter, slots >> np.uint64(3))
-        words >>= (slots & np.uint64(7)).astype(np.uint8)
-        words &= np.uint8(1)
-        return np.flatnonzero(words)
+        items = self.items.nbytes if self.items is not None else 0
+        return int(sum(a.nbytes for a in arrays)) + items
 
     def __len__(self) -> int:
         return len(self.hashes)
-
-    def find(
-        self, codepoints: np.ndarray, starts: np.ndarray, hashes: np.ndarray | None = None
-    ) -> list[tuple[int, int] | None]:
-        """For each window start: ``(window_offset_in_pool_text, start)`` of a confirmed match,
-        or None. Hash hits whose characters differ (collisions) are not matches.
-
-        ``hashes`` (unmasked) may be given when the caller already computed them.
-        """
-        found: list[tuple[int, int] | None] = [None] * len(starts)
-        for k, offset in zip(*self.find_hits(codepoints, starts, hashes)):
-            found[k] = (offset, int(starts[k]))
-        return found
 
     def find_hits(
         self, codepoints: np.ndarray, starts: np.ndarray, hashes: np.ndarray | None = None
     ) -> tuple[list[int], list[int]]:
         """The confirmed matches among the windows at ``starts``: ``(indices into starts,
-        window offsets in the pool text)``, indices increasing. Like :meth:`find`, without a
-        Python object per window that misses."""
+        window offsets in the pool text)``, indices increasing. Hash hits whose characters
+        differ (collisions) are not matches. ``hashes`` (unmasked) may be given when the
+        caller already computed them."""
         if len(starts) == 0 or len(self.hashes) == 0:
             return [], []
         if hashes is None:
-            hashes = _direct_hashes(codepoints, starts, self.window)
+            hashes = hashes_at(codepoints, starts, self.window)
         if self.hash_mask != FULL_MASK:
             hashes = hashes & np.uint64(self.hash_mask)
-        maybe = self._maybe_present(hashes)
+        maybe = _maybe_present(self.prefilter, hashes)
         # sorted queries walk the pool in order: far fewer cache misses
         order = maybe[np.argsort(hashes[maybe])]
         ordered = hashes[order]
@@ -343,7 +406,15 @@ class WindowPool:
         return int(self.item_set[item]), self.item_ids[item], window_text.decode("utf-32-le")
 
 
+def _record_name(value: object, fallback: str) -> object:
+    """A record's id for the report: its id value if it is an int or a string of text."""
+    if isinstance(value, int) or (isinstance(value, str) and not SURROGATE_RE.search(value)):
+        return value
+    return fallback
+
+
 def _read_test_items(path: str, keys: list[str], id_key: str, skip: SkipStats | None):
+    items = 0
     for line_no, raw in iter_raw_lines(path):
         try:
             record = decode_record(raw, path, line_no)
@@ -351,7 +422,8 @@ def _read_test_items(path: str, keys: list[str], id_key: str, skip: SkipStats | 
             for key in keys:
                 value = record.get(key)
                 if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                    fields.extend(value)  # e.g. multiple-choice options
+                    for index, option in enumerate(value):  # e.g. multiple-choice options
+                        fields.append(check_text(option, f"{key}[{index}]", path, line_no))
                 else:
                     fields.append(get_text(record, key, path, line_no))
         except BadRecordError as err:
@@ -359,8 +431,13 @@ def _read_test_items(path: str, keys: list[str], id_key: str, skip: SkipStats | 
                 raise
             skip.add(str(err))
             continue
-        item_id = record.get(id_key)
-        yield (item_id if isinstance(item_id, (str, int)) else f"{path}:{line_no}"), fields
+        items += 1
+        yield _record_name(record.get(id_key), f"{path}:{line_no}"), fields
+    if items == 0:
+        raise ValueError(f"{path}: empty test set (no usable items"
+                         + (", every line was bad)" if skip is not None and skip.skipped
+                            else ")") + "; a test set with nothing in it decontaminates "
+                         "nothing: check the path and --test-key")
 
 
 def build_window_pool(
@@ -370,14 +447,19 @@ def build_window_pool(
     id_key: str = "id",
     hash_mask: int = FULL_MASK,
     skip: SkipStats | None = None,
+    min_item_chars: int = 20,
 ) -> WindowPool:
     """Read, normalize and hash every test set into a :class:`WindowPool`.
 
-    ``hash_mask`` exists for tests: a tiny mask forces hash collisions, which exact
-    confirmation must absorb.
+    Fields of ``min_item_chars`` to ``window - 1`` normalized characters go to its
+    :class:`ItemPool` (whole-item matching; ``min_item_chars=0``: none, the published
+    method). ``hash_mask`` exists for tests: a tiny mask forces hash collisions, which
+    exact confirmation must absorb.
     """
     if window < 1:
         raise ValueError("window must be >= 1")
+    if min_item_chars < 0:
+        raise ValueError("min_item_chars must be >= 0 (0: no whole-item matching)")
     fields: list[str] = []
     field_item: list[int] = []
     item_ids: list = []
@@ -392,6 +474,11 @@ def build_window_pool(
     lengths = np.diff(bounds)
     long_enough = lengths >= window
     short_fields = int((~long_enough).sum())
+    items = None
+    if min_item_chars > 0:
+        items = build_item_pool(codepoints, bounds, np.asarray(field_item, dtype=np.int64),
+                                min_item_chars, window)
+    whole_fields = int(((lengths >= min_item_chars) & ~long_enough).sum()) if items else 0
     text = codepoints[np.repeat(long_enough, lengths)]  # fields shorter than S are dropped
     kept_lengths = lengths[long_enough]
     starts = np.zeros(len(kept_lengths) + 1, dtype=np.int64)
@@ -435,10 +522,13 @@ def build_window_pool(
         item_set=np.asarray(item_set, dtype=np.int32),
         set_names=[str(p) for p in test_paths],
         hash_mask=hash_mask,
+        items=items,
         stats={
             "test_items": len(item_ids),
             "test_characters_normalized": int(length),
             "test_fields_shorter_than_window": short_fields,
+            "test_fields_matched_whole": whole_fields,
+            "distinct_whole_items": len(items) if items is not None else 0,
             "test_windows": int(total_windows),
             "unique_windows": int(len(hashes)),
         },
@@ -477,11 +567,15 @@ class DecontaminationConfig:
     id_key: str = "id"
     window: int = 50
     samples: int = 10  # 0: check every window of every example (exhaustive)
+    # Test fields of at least this many (and fewer than S) normalized characters are matched
+    # whole; 0 is the strict published method (such fields are not checked at all).
+    min_item_chars: int = 20
     seed: int = 0
     workers: int = 1  # scanning processes; 0 scans in this process
     chunk_bytes: int = 1 << 20  # training JSONL handed to a worker at a time
     skip_bad: bool = False
     show_progress: bool = True
+    overwrite: bool = False  # replace existing --out/--report
     hash_mask: int = FULL_MASK  # test hook only: force collisions
 
     def __post_init__(self) -> None:
@@ -489,6 +583,8 @@ class DecontaminationConfig:
             raise ValueError("give at least one test set (--test)")
         if self.window < 1 or self.samples < 0:
             raise ValueError("window (S) must be >= 1 and samples (N) >= 0 (0: every window)")
+        if self.min_item_chars < 0:
+            raise ValueError("min_item_chars must be >= 0 (0: the strict published method)")
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
         if self.chunk_bytes < 1:
@@ -523,7 +619,7 @@ class _ScanResult:
     kept: int
     removed: list[dict]
     errors: list[tuple[str, int, str]]
-    short: int
+    short: int  # kept examples shorter than the window
     text_bytes: int
 
 
@@ -539,31 +635,35 @@ def _scan_chunk(block: LineBlock) -> _ScanResult:
     window_starts = starts[owners] + local_starts
     hits, offsets = pool.find_hits(codepoints, window_starts,
                                    hashes_at(codepoints, window_starts, config.window))
-    removed: list[dict] = []
-    drop: set[int] = set()
-    flagged: set[int] = set()
+    matches: dict[int, dict] = {}
     owner_list = owners[hits].tolist() if hits else []
     for owner, offset in zip(owner_list, offsets):  # hits come in (owner, start) order
-        if owner in flagged:
-            continue
-        flagged.add(owner)
+        if owner not in matches:
+            set_index, item_id, window_text = pool.describe_match(offset)
+            matches[owner] = {"test_set": pool.set_names[set_index], "test_item": item_id,
+                              "match": "window", "matched_window": window_text}
+    if pool.items is not None and len(pool.items):
+        for owner, row in pool.items.find_items(codepoints, starts, lengths).items():
+            if owner not in matches:  # a window match is reported first
+                item, item_text = pool.items.describe(row)
+                matches[owner] = {"test_set": pool.set_names[int(pool.item_set[item])],
+                                  "test_item": pool.item_ids[item], "match": "whole_item",
+                                  "matched_item": item_text}
+    removed: list[dict] = []
+    for owner in sorted(matches):
         position = parsed.positions[owner]
         line_no = block.first_line + position
-        record_id = parsed.records[owner].get(config.id_key)
-        set_index, item_id, window_text = pool.describe_match(offset)
-        removed.append({
-            "id": record_id if isinstance(record_id, (str, int)) else f"line:{line_no}",
-            "line": line_no,
-            "test_set": pool.set_names[set_index],
-            "test_item": item_id,
-            "matched_window": window_text,
-        })
-        drop.add(position)
+        name = _record_name(parsed.records[owner].get(config.id_key), f"line:{line_no}")
+        removed.append({"id": name, "line": line_no, **matches[owner]})
+    drop = {parsed.positions[owner] for owner in matches}
     drop.update(line_no - block.first_line for _, line_no, _ in parsed.errors)
-    short = int((lengths < config.window).sum())
+    short = lengths < config.window
+    if matches:
+        short[list(matches)] = False
     # Only positions go back to the parent (which holds the block), not the kept bytes.
     return _ScanResult(parsed.line_count, sorted(drop), len(parsed.texts) - len(removed),
-                       removed, parsed.errors, short, parsed.record_bytes)
+                       removed, sorted(parsed.errors, key=lambda error: error[1]),
+                       int(short.sum()), parsed.record_bytes)
 
 
 def _sample_keys(codepoints: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
@@ -615,24 +715,37 @@ def decontaminate(config: DecontaminationConfig, pool: WindowPool | None = None)
     """Write the training examples that survive to ``config.out``; return (and write) the report.
 
     Kept lines are copied byte for byte. Bad lines stop the run with ``file:line: reason``
-    unless ``skip_bad``; nothing is left at ``out``/``report`` if the run fails.
+    unless ``skip_bad``; nothing is left at ``out``/``report`` if the run fails. Before any
+    work: an output that is an input (or ``out`` == ``report``) is refused, and an existing
+    output needs ``overwrite``.
     """
     from tqdm import tqdm
 
+    outputs, flags = [config.out, config.report], ["--out", "--report"]
+    inputs = [config.train, *config.tests]
+    input_flags = ["--train"] + ["--test"] * len(config.tests)
+    for output, flag in zip(outputs, flags):
+        refuse_overlap(output, inputs, output_flag=flag, input_flags=input_flags)
+        check_output(output, config.overwrite, flag=flag)
+    if Path(config.out).absolute().resolve() == Path(config.report).absolute().resolve():
+        raise ValueError(f"--out and --report are the same path {config.out}; give each "
+                         "output its own path")
     if not Path(config.train).is_file():
         raise FileNotFoundError(f"{config.train}: no such file")
     started = time.perf_counter()
     test_skips = SkipStats()
     if pool is None:
         pool = build_window_pool(config.tests, config.test_keys, config.window, config.id_key,
-                                 config.hash_mask, test_skips if config.skip_bad else None)
+                                 config.hash_mask, test_skips if config.skip_bad else None,
+                                 min_item_chars=config.min_item_chars)
     char_table()  # built once (~0.3 s) before the scan, and before workers fork
     pool_seconds = time.perf_counter() - started
     train_skips = SkipStats()
     removed: list[dict] = []
     counts = {"kept": 0, "removed": 0, "kept_shorter_than_window": 0, "train_bytes": 0}
     scan_started = time.perf_counter()
-    with atomic_outputs([config.out, config.report]) as (out_tmp, report_tmp):
+    with atomic_files(outputs, overwrite=config.overwrite, inputs=inputs,
+                      input_flags=input_flags, flags=flags) as (out_tmp, report_tmp):
         with open(out_tmp, "wb") as out, tqdm(total=Path(config.train).stat().st_size, unit="B",
                                                unit_scale=True, desc="decontaminate",
                                                disable=not config.show_progress) as bar:
@@ -650,6 +763,10 @@ def decontaminate(config: DecontaminationConfig, pool: WindowPool | None = None)
                 counts["train_bytes"] += result.text_bytes
                 removed.extend(result.removed)
                 bar.update(len(chunk.data))
+        if counts["kept"] + counts["removed"] == 0:
+            raise ValueError(f"{config.train}: no training examples"
+                             + (" (every line was bad)" if train_skips.skipped else "")
+                             + "; nothing to decontaminate")
         scan_seconds = time.perf_counter() - scan_started
         report = _report(config, pool, counts, removed, train_skips, test_skips, pool_seconds,
                          scan_seconds)
@@ -661,17 +778,24 @@ def decontaminate(config: DecontaminationConfig, pool: WindowPool | None = None)
 def _report(config, pool, counts, removed, train_skips, test_skips, pool_seconds,
             scan_seconds) -> dict:
     per_set = {
-        name: {"removed": 0, "removed_ids": [], "matches": []} for name in pool.set_names
+        name: {"removed": 0, "removed_by_whole_item": 0, "removed_ids": [], "matches": []}
+        for name in pool.set_names
     }
+    by_item = 0
     for entry in removed:
         bucket = per_set[entry["test_set"]]
         bucket["removed"] += 1
         bucket["removed_ids"].append(entry["id"])
-        bucket["matches"].append({k: entry[k] for k in ("id", "line", "test_item",
-                                                        "matched_window")})
+        if entry["match"] == "whole_item":
+            bucket["removed_by_whole_item"] += 1
+            by_item += 1
+        bucket["matches"].append({k: v for k, v in entry.items() if k != "test_set"})
     megabytes = counts["train_bytes"] / 1e6
+    min_item_chars = pool.items.key_chars if pool.items is not None else 0
     return {
         "removed": counts["removed"],
+        "removed_by_window": counts["removed"] - by_item,
+        "removed_by_whole_item": by_item,
         "kept": counts["kept"],
         "kept_shorter_than_window": counts["kept_shorter_than_window"],
         "skipped_bad_lines": train_skips.skipped,
@@ -680,6 +804,10 @@ def _report(config, pool, counts, removed, train_skips, test_skips, pool_seconds
         "test_sets": per_set,
         "params": {
             "window": config.window, "samples": config.samples, "seed": config.seed,
+            "min_item_chars": min_item_chars,
+            "method": ("published (windows only)" if min_item_chars == 0 else
+                       f"published windows + whole test fields of {min_item_chars} to "
+                       f"{config.window - 1} characters"),
             "normalization": "NFKC + casefold + letters/digits only",
             "text_key": config.text_key, "test_keys": config.test_keys,
         },

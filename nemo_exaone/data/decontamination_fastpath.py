@@ -1,7 +1,7 @@
 """Fast paths of the decontamination scan: whole chunks at a time, the same results.
 
 :mod:`nemo_exaone.data.decontamination` defines the method with simple per-text code
-(``normalize_codepoints``, ``_direct_hashes``, ``decode_record`` per line); the functions
+(``normalize_codepoints``, ``decode_record`` per line); the functions
 here compute exactly the same values for a whole chunk of training data with a few C-speed
 passes, and fall back to that simple code wherever a shortcut would not be exact:
 
@@ -17,13 +17,15 @@ passes, and fall back to that simple code wherever a shortcut would not be exact
   one character, or that stand for such text (no-break space, full-width forms); the table
   marks every other character "undecided", and the few pieces of text around undecided
   characters are normalized by the definition itself (see :func:`normalize_batch`).
-* :func:`hashes_at` computes the pool's polynomial window hash only at the sampled starts,
-  from one prefix sum over the chunk's normalized text (O(characters), not O(windows * S)).
+
+The window hash itself has one implementation, :mod:`nemo_exaone.data.window_hash`, shared
+with the pool.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,9 +33,9 @@ from itertools import chain
 
 import numpy as np
 
-from nemo_exaone.data.jsonl import BadRecordError, LineBlock, decode_record, get_text
+from nemo_exaone.data.jsonl import SURROGATE_RE, BadRecordError, LineBlock, decode_record, get_text
 
-__all__ = ["char_table", "normalize_batch", "hashes_at", "parse_jsonl_block", "ParsedBlock"]
+__all__ = ["char_table", "normalize_batch", "parse_jsonl_block", "ParsedBlock"]
 
 SPECIAL = 0xFFFFFFFF  # table value: the character needs the per-text (NFKC) path
 _BOM = b"\xef\xbb\xbf"
@@ -173,50 +175,11 @@ def normalize_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return codepoints, np.cumsum(lengths) - lengths, lengths
 
 
-class _Powers:
-    """``B**i`` and ``B**-i`` mod 2**64 for i < size, grown on demand and kept."""
-
-    def __init__(self) -> None:
-        self.base = self.inverse = np.zeros(0, dtype=np.uint64)
-
-    def get(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.base) < size:
-            from nemo_exaone.data.decontamination import _BASE, _BASE_INV, _powers
-
-            grown = max(size, 2 * len(self.base), 1 << 16)
-            self.base, self.inverse = _powers(_BASE, grown), _powers(_BASE_INV, grown)
-        return self.base, self.inverse
-
-
-_POWERS = _Powers()
-
-
-def hashes_at(codepoints: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
-    """The pool's hash (``window_hashes``) of the ``window``-long substrings at ``starts``.
-
-    H_i = (P[i + S] - P[i]) * B**(i + S - 1) with P[j] = sum_{t<j} c[t] * B**-t mod 2**64.
-    """
-    from nemo_exaone.data.decontamination import _mix
-
-    if len(starts) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    size = len(codepoints)
-    base, inverse = _POWERS.get(size + 1)
-    with np.errstate(over="ignore"):
-        prefix = np.empty(size + 1, dtype=np.uint64)
-        prefix[0] = 0
-        np.multiply(codepoints, inverse[:size], out=prefix[1:], dtype=np.uint64)
-        np.cumsum(prefix[1:], out=prefix[1:])
-        ends = starts + window
-        hashes = np.take(prefix, ends)
-        hashes -= np.take(prefix, starts)
-        hashes *= np.take(base, ends - 1)
-        return _mix(hashes)
-
-
 # ---- JSONL ------------------------------------------------------------------------------
 
 _SCAN_ONCE = json.JSONDecoder().scan_once  # what json.loads runs after skipping whitespace
+# A lone surrogate in valid UTF-8 JSON can only come from a \\uD800-\\uDFFF escape.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @dataclass
@@ -264,6 +227,8 @@ def parse_jsonl_block(block: LineBlock, path: str, text_key: str) -> ParsedBlock
     parsed = ParsedBlock(0, [], [], [], [])
     texts, records, positions = parsed.texts, parsed.records, parsed.positions
     scan, find = _SCAN_ONCE, text.find
+    # Only a block with a surrogate escape needs its texts checked (one C-speed search).
+    suspicious = _ESCAPED_SURROGATE.search(text) is not None
     bad_bytes = 0
     size = len(text)
     begin = position = 0
@@ -279,7 +244,7 @@ def parse_jsonl_block(block: LineBlock, path: str, text_key: str) -> ParsedBlock
             record, end = None, -1
         if end == end_of_line and type(record) is dict:
             value = record.get(text_key)
-            if type(value) is str:
+            if type(value) is str and not (suspicious and SURROGATE_RE.search(value)):
                 texts.append(value)
                 records.append(record)
                 positions.append(position)

@@ -8,6 +8,7 @@ and counts it so the report says how much input was dropped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 __all__ = [
     "BadRecordError",
     "SkipStats",
+    "check_text",
+    "SURROGATE_RE",
     "decode_record",
     "get_text",
     "get_messages",
@@ -26,6 +29,9 @@ __all__ = [
 ]
 
 _MAX_REMEMBERED_ERRORS = 20
+# JSON's "\ud800" is valid JSON but not text: Python decodes it to a lone surrogate, which
+# no encoder (UTF-8 output, tokenizers, UTF-32 for normalization) accepts.
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class BadRecordError(ValueError):
@@ -139,8 +145,19 @@ def decode_record(raw: bytes, path: str | Path, line_no: int) -> dict[str, Any]:
     return record
 
 
+def check_text(value: str, what: str, path: str | Path, line_no: int) -> str:
+    """Return ``value`` unless it holds an unpaired surrogate (raise :class:`BadRecordError`)."""
+    match = SURROGATE_RE.search(value)
+    if match is not None:
+        raise BadRecordError(
+            path, line_no, f"{what} holds an unpaired surrogate (U+{ord(match.group()):04X} at "
+            f"character {match.start()}), which is not text"
+        )
+    return value
+
+
 def get_text(record: dict[str, Any], key: str, path: str | Path, line_no: int) -> str:
-    """Return ``record[key]`` if it is a string, else raise :class:`BadRecordError`."""
+    """Return ``record[key]`` if it is a string of text, else raise :class:`BadRecordError`."""
     if key not in record:
         raise BadRecordError(path, line_no, f"missing key {key!r}")
     value = record[key]
@@ -148,7 +165,7 @@ def get_text(record: dict[str, Any], key: str, path: str | Path, line_no: int) -
         raise BadRecordError(
             path, line_no, f"key {key!r} must be a string, got {type(value).__name__}"
         )
-    return value
+    return check_text(value, f"key {key!r}", path, line_no)
 
 
 def get_messages(
@@ -173,6 +190,7 @@ def get_messages(
                     f"{key}[{index}].{field_name} must be a string, "
                     f"got {type(message[field_name]).__name__}",
                 )
+            check_text(message[field_name], f"{key}[{index}].{field_name}", path, line_no)
     return messages
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nemo_exaone.data.atomic import atomic_outputs
 from nemo_exaone.data.jsonl import (
     BadRecordError,
     LineBlock,
@@ -40,6 +39,7 @@ from nemo_exaone.data.jsonl import (
     get_text,
     iter_line_blocks,
 )
+from nemo_exaone.runtime.outputs import atomic_files
 
 __all__ = [
     "MASK_SUFFIX",
@@ -79,6 +79,7 @@ class PreprocessConfig:
     chunk_bytes: int = 1 << 20  # JSONL handed to a worker at a time
     skip_bad: bool = False
     show_progress: bool = True
+    overwrite: bool = False  # replace existing PREFIX.* outputs
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -144,6 +145,7 @@ class _EncodedChunk:
     masks: np.ndarray | None
     errors: list[tuple[str, int, str]]  # (file, line, reason) of bad lines
     nbytes: int
+    path: str  # the input file of the chunk
 
 
 def _encode_chunk(chunk: LineBlock) -> _EncodedChunk:
@@ -177,7 +179,7 @@ def _encode_chunk(chunk: LineBlock) -> _EncodedChunk:
     mask_flat = None
     if _WORKER["mode"] == "chat":
         mask_flat = np.fromiter(chain.from_iterable(masks), dtype=np.uint8, count=sum(lengths))
-    return _EncodedChunk(flat, lengths, mask_flat, errors, len(chunk.data))
+    return _EncodedChunk(flat, lengths, mask_flat, errors, len(chunk.data), chunk.path)
 
 
 # ---- parent side: reading, ordering, writing ----------------------------------------------
@@ -239,7 +241,11 @@ def preprocess(config: PreprocessConfig) -> PreprocessResult:
         finals[2:2] = [f"{mask_prefix(prefix)}.bin", f"{mask_prefix(prefix)}.idx"]
     total_bytes = sum(Path(p).stat().st_size for p in config.inputs)
     started = time.perf_counter()
-    with atomic_outputs(finals) as temps:
+    documents = {str(path): 0 for path in config.inputs}
+    inputs = [*config.inputs, config.tokenizer_dir]
+    input_flags = ["--input"] * len(config.inputs) + ["--tokenizer"]
+    with atomic_files(finals, overwrite=config.overwrite, inputs=inputs,
+                      input_flags=input_flags, flags=["--output-prefix"] * len(finals)) as temps:
         token_builder = IndexedDatasetBuilder(str(temps[0]), dtype=dtype)
         mask_builder = IndexedDatasetBuilder(str(temps[2]), dtype=np.uint8) if chat else None
         try:
@@ -252,8 +258,13 @@ def preprocess(config: PreprocessConfig) -> PreprocessResult:
                             raise error
                         result.skipped.add(str(error))
                     _write_chunk(encoded, token_builder, mask_builder, result)
+                    documents[encoded.path] += len(encoded.lengths)
                     result.input_bytes += encoded.nbytes
                     bar.update(encoded.nbytes)
+            for path, count in documents.items():
+                if count == 0:  # an empty dataset fails training much later ("cannot mmap")
+                    raise ValueError(f"{path}: empty corpus (no usable documents); an "
+                                     "empty dataset cannot be trained on")
         finally:
             token_builder.data_file.close()
             if mask_builder is not None:

@@ -10,13 +10,13 @@ Role tags (``[|user|]`` ...) stay plain text, as in EXAONE; only ``[|endofturn|]
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from nemo_exaone.data.atomic import atomic_directory
 from nemo_exaone.data.chat_format import CHAT_TEMPLATE
 from nemo_exaone.data.jsonl import SkipStats, iter_texts
 from nemo_exaone.data.morphology import load_morpheme_splitter
@@ -27,6 +27,7 @@ from nemo_exaone.data.tokenizer import (
     SPECIAL_TOKENS,
     UNK_TOKEN,
 )
+from nemo_exaone.runtime.outputs import atomic_directory, check_output, refuse_overlap
 
 __all__ = ["TokenizerTrainingConfig", "train_tokenizer", "train_tokenizer_from_texts"]
 
@@ -44,6 +45,7 @@ class TokenizerTrainingConfig:
     model_max_length: int = 32_768
     skip_bad: bool = False
     show_progress: bool = True
+    overwrite: bool = False  # replace an existing non-empty output directory
     stats: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -111,8 +113,18 @@ def train_tokenizer_from_texts(
     morph_analyzer: str = "none",
     model_max_length: int = 32_768,
     show_progress: bool = False,
+    overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> Path:
-    """Train byte-level BPE on ``texts`` and write the tokenizer directory atomically."""
+    """Train byte-level BPE on ``texts`` and write the tokenizer directory atomically.
+
+    ``inputs`` (the files ``texts`` come from) must not be ``output_dir`` or inside it; that
+    and an existing non-empty ``output_dir`` without ``overwrite`` are refused before
+    training.
+    """
+    input_flags = ["--input"] * len(inputs)
+    refuse_overlap(output_dir, inputs, output_flag="--output", input_flags=input_flags)
+    check_output(output_dir, overwrite, flag="--output")
     splitter = load_morpheme_splitter(morph_analyzer)
     tokenizer = Tokenizer(models.BPE())  # no unk: byte-level covers every input
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -131,7 +143,8 @@ def train_tokenizer_from_texts(
     )
     tokenizer.train_from_iterator(texts, trainer)
     _configure_for_saving(tokenizer)  # drops the (unserializable) morpheme splitter
-    with atomic_directory(output_dir) as temp_dir:
+    with atomic_directory(output_dir, overwrite=overwrite, inputs=inputs,
+                          input_flags=input_flags, flag="--output") as temp_dir:
         _write_hf_files(tokenizer, temp_dir, model_max_length)
     return Path(output_dir)
 
@@ -139,23 +152,30 @@ def train_tokenizer_from_texts(
 def train_tokenizer(config: TokenizerTrainingConfig) -> dict:
     """Train from JSONL/``.txt`` inputs (see :class:`TokenizerTrainingConfig`); return a report."""
     skipped = SkipStats()
-    texts = iter_texts(config.inputs, key=config.text_key, skip_bad=config.skip_bad, stats=skipped)
     counted = {"documents": 0, "characters": 0}
 
-    def counting(stream: Iterable[str]) -> Iterable[str]:
-        for text in stream:
-            counted["documents"] += 1
-            counted["characters"] += len(text)
-            yield text
+    def documents() -> Iterable[str]:
+        for path in config.inputs:
+            before = counted["documents"]
+            for text in iter_texts([path], key=config.text_key, skip_bad=config.skip_bad,
+                                   stats=skipped):
+                counted["documents"] += 1
+                counted["characters"] += len(text)
+                yield text
+            if counted["documents"] == before:
+                raise ValueError(f"{path}: empty corpus (no usable text under key "
+                                 f"{config.text_key!r}); nothing to train a tokenizer on")
 
     out = train_tokenizer_from_texts(
-        counting(texts),
+        documents(),
         config.output_dir,
         vocab_size=config.vocab_size,
         min_frequency=config.min_frequency,
         morph_analyzer=config.morph_analyzer,
         model_max_length=config.model_max_length,
         show_progress=config.show_progress,
+        overwrite=config.overwrite,
+        inputs=config.inputs,
     )
     trained = Tokenizer.from_file(str(out / "tokenizer.json"))
     return {
