@@ -132,10 +132,10 @@ def test_output_over_its_source_is_refused_even_with_overwrite(tiny, capsys):
     err = _refused(capsys, "mcore-to-hf", "--ckpt", str(mcore), "--out", str(mcore / "hf"),
                    "--overwrite")
     assert "lies inside --ckpt" in err
-    # by default the tokenizer comes from the recorded HF source: overwriting it is refused
+    # the tokenizer to copy is an input too (by default it is carried inside the checkpoint)
     err = _refused(capsys, "mcore-to-hf", "--ckpt", str(mcore), "--out", str(hf),
-                   "--overwrite")
-    assert "is the same path as the tokenizer directory" in err
+                   "--tokenizer", str(hf), "--overwrite")
+    assert "is the same path as --tokenizer" in err
     assert _snapshot(hf) == before_hf and _snapshot(mcore) == before_mcore
 
 

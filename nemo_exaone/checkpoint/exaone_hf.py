@@ -6,6 +6,11 @@ EXAONE 3.x is Llama with other names; a Llama-HF or TRT-LLM export is another
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
 from nemo_exaone.checkpoint.mapping import Direct, GatedMLP, GroupedQKV, ModelDims, WeightTable
 from nemo_exaone.config.presets import ExaoneArch
 
@@ -43,11 +48,96 @@ EXAONE_HF_TABLE = WeightTable(
     },
 )
 
-# Files copied next to the weights on export when the source HF directory has them.
+# Kept for callers that name the classic tokenizer files; the identity below is the full set.
 TOKENIZER_FILES: tuple[str, ...] = (
     "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
     "special_tokens_map.json", "generation_config.json",
 )
+
+# --------------------------------------------------------------------------- HF identity
+# Everything of an HF model directory that is not weights: config.json (verbatim, unknown keys
+# included), generation_config.json, every tokenizer file transformers writes (chat_template.jinja
+# and additional_chat_templates/ included) and LG's remote code. Import records it in the
+# checkpoint under IDENTITY_DIR; export writes it back.
+IDENTITY_DIR = "hf_identity"
+_IDENTITY_NAMES = frozenset({
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model",
+})
+_IDENTITY_SUFFIXES = (".py", ".jinja", ".tiktoken")
+_IDENTITY_SUBDIRS = ("additional_chat_templates",)
+
+
+def identity_files(directory: str | os.PathLike) -> list[str]:
+    """Relative paths of the identity files in ``directory`` (sorted; no weights)."""
+    root = Path(directory)
+    out = [p.name for p in root.iterdir()
+           if p.is_file() and (p.name in _IDENTITY_NAMES or p.name.endswith(_IDENTITY_SUFFIXES))]
+    for sub in _IDENTITY_SUBDIRS:
+        if (root / sub).is_dir():
+            out += [f"{sub}/{p.name}" for p in (root / sub).iterdir() if p.is_file()]
+    return sorted(out)
+
+
+def tokenizer_files(names: list[str]) -> list[str]:
+    """The tokenizer part of an identity file list (what ``--tokenizer`` replaces)."""
+    return [n for n in names if n not in ("config.json", "generation_config.json")
+            and not n.endswith(".py")]
+
+
+def copy_identity(source: Path, target: Path, names: list[str]) -> None:
+    """Copy ``names`` (relative paths from :func:`identity_files`) from ``source`` to ``target``."""
+    for name in names:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, target / name)
+
+
+def remote_code_modules(auto_map: Any) -> set[str]:
+    """Python files (``module.py``) an ``auto_map`` points at (``repo--module.Class`` too)."""
+    refs: list[str] = []
+    for value in (auto_map or {}).values():
+        refs += [v for v in (value if isinstance(value, (list, tuple)) else [value]) if v]
+    return {ref.split("--")[-1].rsplit(".", 1)[0] + ".py" for ref in refs}
+
+
+def export_hf_config(arch: ExaoneArch, present: set[str], dtype_name: str | None = None
+                     ) -> tuple[dict[str, Any], list[str]]:
+    """config.json for an export directory holding the files ``present``, and what was adjusted.
+
+    Two loaders must read it the same: transformers >= 5 natively and LG's remote code under
+    4.4x. So ``tie_word_embeddings`` is always stated (transformers 5 reads its absence as false,
+    LG's class as true), and an ``auto_map`` that points at files the directory lacks is dropped
+    (it would make ``trust_remote_code`` loading fail).
+    """
+    config = arch.to_hf_config()
+    notes: list[str] = []
+    if "tie_word_embeddings" not in config:
+        config["tie_word_embeddings"] = arch.tie_word_embeddings
+        notes.append(f"tie_word_embeddings: stated as {arch.tie_word_embeddings} (the source left "
+                     "it out; transformers >= 5 would read that as false)")
+    missing = sorted(m for m in remote_code_modules(config.get("auto_map")) if m not in present)
+    if missing:
+        config.pop("auto_map")
+        notes.append(f"auto_map: dropped (points at {', '.join(missing)}, which the export does "
+                     "not have; transformers >= 5 loads EXAONE 3.x natively)")
+    if dtype_name is not None:
+        key = "dtype" if "dtype" in config and "torch_dtype" not in config else "torch_dtype"
+        config[key] = dtype_name
+    return dict(sorted(config.items())), notes
+
+
+def config_changes(source: dict[str, Any], exported: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` (added, removed, changed) between two config.json dicts."""
+    out = []
+    for key in sorted(set(source) | set(exported)):
+        if key not in exported:
+            out.append(f"{key}: removed (was {source[key]!r})")
+        elif key not in source:
+            out.append(f"{key}: added {exported[key]!r}")
+        elif source[key] != exported[key]:
+            out.append(f"{key}: {source[key]!r} -> {exported[key]!r}")
+    return out
 
 
 def exaone_dims(arch: ExaoneArch) -> ModelDims:

@@ -19,6 +19,7 @@ from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, exaone_dims
 from nemo_exaone.checkpoint.mapping import BoundMapping, WeightTable
 from nemo_exaone.checkpoint.metadata import check_same_arch
 from nemo_exaone.checkpoint.safetensors_io import SafetensorsSource
+from nemo_exaone.config.hf_config import describe_rope, read_hf_config
 from nemo_exaone.config.presets import ExaoneArch, get_preset
 
 CONFIG_NAME = "config.json"
@@ -39,10 +40,24 @@ def read_hf_arch(hf_dir: str | os.PathLike, preset: str | None = None) -> Exaone
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
-    arch = ExaoneArch.from_hf_config(config, name=preset or "custom")
+    arch = ExaoneArch.from_hf_config(config, name=preset or "custom", path=str(path))
     if preset is not None:
         check_same_arch(get_preset(preset), arch, f"{path} (compared with preset {preset!r})")
     return arch
+
+
+def describe_hf_config(hf_dir: str | os.PathLike, arch: ExaoneArch) -> list[str]:
+    """Report lines for an imported config: its vintage, the RoPE (always) and every default
+    the reader took for a field the config.json left out."""
+    path = Path(hf_dir) / CONFIG_NAME
+    lines = []
+    if path.exists():
+        reading = read_hf_config(json.loads(path.read_text()), str(path))
+        lines.append(f"config.json vintage: {reading.vintage}")
+        lines += reading.notes
+    else:
+        lines.append(f"no config.json: architecture from preset {arch.name!r}")
+    return [describe_rope(arch.rope_theta, arch.rope_scaling)] + lines
 
 
 class HFSource:

@@ -18,8 +18,13 @@ import torch
 
 from nemo_exaone.checkpoint.dcp_io import ChunkSpec, write_dcp
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
-from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE
-from nemo_exaone.checkpoint.hf_source import HFSource, read_hf_arch
+from nemo_exaone.checkpoint.exaone_hf import (
+    EXAONE_HF_TABLE,
+    IDENTITY_DIR,
+    copy_identity,
+    identity_files,
+)
+from nemo_exaone.checkpoint.hf_source import HFSource, describe_hf_config, read_hf_arch
 from nemo_exaone.checkpoint.mapping import WeightTable
 from nemo_exaone.checkpoint.mcore_layout import (
     LayoutChunk,
@@ -145,15 +150,22 @@ def convert_hf_to_mcore(
             write_dcp(tmp, specs, layout.objects, produce)
             current["tensor"] = None
             write_megatron_files(tmp, layout)
+            # The source's identity (config.json verbatim, generation config, tokenizer, remote
+            # code) travels with the checkpoint, so export needs nothing else.
+            identity = identity_files(hf_dir)
+            copy_identity(hf_dir, tmp / IDENTITY_DIR, identity)
             write_metadata(tmp, CheckpointMetadata(
                 hf_config=arch.to_hf_config(), dtype=",".join(written_dtypes),
                 hf_source_dir=str(hf_dir.absolute()), writer="hf-to-mcore",
                 megatron_core=megatron_core_version(),
                 extra={"intended_parallel": {"tensor_model_parallel_size": tensor_parallel,
-                                             "pipeline_model_parallel_size": pipeline_parallel}}))
+                                             "pipeline_model_parallel_size": pipeline_parallel},
+                       "hf_identity": {"dir": IDENTITY_DIR, "files": identity}}))
             written = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
     finally:
         bar.close()
+    details = describe_hf_config(hf_dir, arch)
+    details.append("recorded from the source: " + (", ".join(identity) or "nothing"))
     return ConversionReport("hf-to-mcore", str(hf_dir), str(out_dir),
                             len(source.weights.tensors), total,
-                            written, time.perf_counter() - start)
+                            written, time.perf_counter() - start, details)

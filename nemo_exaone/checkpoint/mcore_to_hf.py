@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +18,15 @@ import torch
 from nemo_exaone.checkpoint.dcp_io import DistCheckpointReader
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
 from nemo_exaone.checkpoint.errors import CheckpointError
-from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, TOKENIZER_FILES, exaone_dims
+from nemo_exaone.checkpoint.exaone_hf import (
+    EXAONE_HF_TABLE,
+    config_changes,
+    copy_identity,
+    exaone_dims,
+    export_hf_config,
+    identity_files,
+    tokenizer_files,
+)
 from nemo_exaone.checkpoint.mapping import WeightTable
 from nemo_exaone.checkpoint.mcore_layout import LayoutChunk, check_layout_covers, megatron_layout
 from nemo_exaone.checkpoint.metadata import read_metadata
@@ -27,6 +34,7 @@ from nemo_exaone.checkpoint.progress import byte_progress
 from nemo_exaone.checkpoint.report import ConversionReport
 from nemo_exaone.checkpoint.safetensors_io import ShardedSafetensorsWriter, TensorEntry, parse_size
 from nemo_exaone.checkpoint.verify import verify_hf_checkpoint
+from nemo_exaone.config.hf_config import describe_rope
 from nemo_exaone.config.presets import ExaoneArch
 from nemo_exaone.runtime.outputs import atomic_directory, check_output, refuse_overlap
 
@@ -91,14 +99,22 @@ def convert_mcore_to_hf(
     ckpt_dir, out_dir = Path(ckpt_dir).absolute(), Path(out_dir).absolute()
     inputs, input_flags = [ckpt_dir, hf_config], ["--ckpt", "--hf-config"]
     refuse_overlap(out_dir, inputs, output_flag="--out", input_flags=input_flags)
+    identity_dir, identity = None, []
     if hf_config is not None:
-        arch, source_dir = ExaoneArch.from_hf_config(json.loads(Path(hf_config).read_text())), None
+        arch, source_dir = ExaoneArch.from_hf_config(
+            json.loads(Path(hf_config).read_text()), path=str(hf_config)), None
     else:
         metadata = read_metadata(ckpt_dir)
         arch, source_dir = metadata.arch(), metadata.hf_source_dir
+        recorded = (metadata.extra or {}).get("hf_identity")
+        if recorded:  # recorded at import: the checkpoint carries what export writes back
+            identity_dir, identity = ckpt_dir / recorded["dir"], list(recorded["files"])
+            source_dir = None
     cast = parse_dtype(dtype)
     shard_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else max_shard_size
     tokenizer = find_tokenizer_dir(tokenizer_dir, source_dir)
+    carried = _plan_identity(identity_dir, identity, tokenizer,
+                             legacy_source=source_dir if tokenizer_dir is None else None)
     # The tokenizer is read (copied) too: by default from the recorded HF source directory.
     inputs.append(tokenizer)
     input_flags.append("--tokenizer" if tokenizer_dir is not None else
@@ -133,15 +149,46 @@ def convert_mcore_to_hf(
                     bar.update(tensor.numel() * tensor.element_size())
                 del full
             writer.close()
-            config = arch.to_hf_config()
-            if cast is not None:
-                config["torch_dtype"] = hf_dtype_name(cast)
+            for source, names in carried:
+                copy_identity(source, tmp, names)
+            present = {n for _, names in carried for n in names}
+            config, details = export_hf_config(
+                arch, present, None if cast is None else hf_dtype_name(cast))
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-            if tokenizer is not None:
-                for name in TOKENIZER_FILES:
-                    if (tokenizer / name).is_file():
-                        shutil.copy2(tokenizer / name, tmp / name)
     finally:
         bar.close()
+    details.insert(0, describe_rope(arch.rope_theta, arch.rope_scaling))
+    if identity_dir is not None and (identity_dir / "config.json").is_file():
+        source_config = json.loads((identity_dir / "config.json").read_text())
+        changes = config_changes(source_config, config)
+        details.append("config.json fields changed against the imported source: "
+                       + ("; ".join(changes) if changes else "none"))
+    details.append("carried: " + (", ".join(sorted(present)) or "nothing"))
+    if not tokenizer_files(sorted(present)):
+        details.append("no tokenizer files: AutoTokenizer cannot load this directory (pass "
+                       "--tokenizer DIR)")
     return ConversionReport("mcore-to-hf", str(ckpt_dir), str(out_dir), len(entries), total,
-                            total, time.perf_counter() - start)
+                            total, time.perf_counter() - start, details)
+
+
+def _plan_identity(identity_dir: Path | None, identity: list[str], tokenizer: Path | None,
+                   legacy_source: str | None) -> list[tuple[Path, list[str]]]:
+    """(directory, relative names) to copy into the export, config.json excluded (written from
+    the architecture). ``--tokenizer`` replaces the recorded tokenizer files; a checkpoint from
+    before identities were recorded falls back to its HF source directory if it still exists."""
+    plan: list[tuple[Path, list[str]]] = []
+    if identity_dir is not None:
+        keep = [n for n in identity if n != "config.json"]
+        if tokenizer is not None:
+            keep = [n for n in keep if n not in tokenizer_files(keep)]
+        missing = [n for n in keep if not (identity_dir / n).is_file()]
+        if missing:
+            raise CheckpointError(f"{identity_dir}: recorded HF file(s) {', '.join(missing)} "
+                                  "are missing")
+        plan.append((identity_dir, keep))
+    if tokenizer is not None:
+        names = identity_files(tokenizer)
+        if legacy_source is None or Path(legacy_source) != tokenizer:
+            names = tokenizer_files(names)
+        plan.append((tokenizer, [n for n in names if n != "config.json"]))
+    return plan

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -14,6 +14,9 @@ class ConversionReport:
     bytes_read: int
     bytes_written: int
     seconds: float
+    # What a reader must know about the result: the RoPE (always), defaults taken, fields the
+    # export changed against the source config.json, files carried or left out.
+    details: list[str] = field(default_factory=list)
 
     @property
     def mb_per_s(self) -> float:
@@ -22,4 +25,5 @@ class ConversionReport:
     def summary(self) -> str:
         return (f"{self.direction}: {self.tensors} tensors, {self.bytes_read / 1e9:.3f} GB read, "
                 f"{self.bytes_written / 1e9:.3f} GB written in {self.seconds:.1f} s "
-                f"({self.mb_per_s:.0f} MB/s) -> {self.output}")
+                f"({self.mb_per_s:.0f} MB/s) -> {self.output}"
+                + "".join(f"\n  {line}" for line in self.details))

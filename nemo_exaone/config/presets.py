@@ -1,9 +1,10 @@
-"""EXAONE architecture presets: one table, values as in the published HF ``config.json`` files.
+"""EXAONE architecture presets: the published HF ``config.json`` files, field for field.
 
 The table is the single source of truth for sizes. ``ExaoneArch`` is what the rest of the
-package consumes; :meth:`ExaoneArch.from_hf_config` / :meth:`ExaoneArch.to_hf_config` convert to
-and from HF's ``ExaoneConfig`` fields and round-trip them exactly (fields we do not model,
-such as ``auto_map`` or ``transformers_version``, are carried through untouched).
+package consumes; :meth:`ExaoneArch.from_hf_config` reads a config.json of any vintage through
+:func:`nemo_exaone.config.hf_config.read_hf_config` and :meth:`ExaoneArch.to_hf_config` writes it
+back in the same spelling (fields we do not model, such as ``auto_map`` or
+``transformers_version``, are carried through untouched).
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from nemo_exaone.config.hf_config import (
+    SCALAR_FIELDS,
+    HFConfigError,
+    read_hf_config,
+    render_rope,
+)
 
 # llama3-style RoPE scaling shared by every EXAONE 3.5 size (HF ``rope_scaling``).
 LLAMA3_ROPE_SCALING_35: dict[str, Any] = {
@@ -22,44 +30,63 @@ LLAMA3_ROPE_SCALING_35: dict[str, Any] = {
     "rope_type": "llama3",
 }
 
-# name -> HF config.json architecture fields (only those that differ between sizes).
+# LG's remote code, as the published configs point at it (configuration_exaone.py and
+# modeling_exaone.py beside the weights).
+LG_AUTO_MAP: dict[str, str] = {
+    "AutoConfig": "configuration_exaone.ExaoneConfig",
+    "AutoModelForCausalLM": "modeling_exaone.ExaoneForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_exaone.ExaoneForSequenceClassification",
+}
+
+# Keys every published EXAONE 3.x config.json has with the same value.
+_PUBLISHED_COMMON: dict[str, Any] = {
+    "activation_function": "silu", "architectures": ["ExaoneForCausalLM"],
+    "attention_dropout": 0.0, "auto_map": LG_AUTO_MAP, "bos_token_id": 1, "embed_dropout": 0.0,
+    "eos_token_id": 361, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05,
+    "model_type": "exaone", "pad_token_id": 0, "torch_dtype": "bfloat16", "use_cache": True,
+    "vocab_size": 102400,
+}
+
+# name -> the config.json as published (LG's ExaoneConfig spelling). ``transformers_version``
+# is left out (it names the writer, not the model). The 3.0 config has no ``head_dim``; the
+# tied 2.4B config has no ``tie_word_embeddings`` (LG's class omits it when true, and absent
+# means tied to every 4.x loader).
 PRESET_TABLE: dict[str, dict[str, Any]] = {
     "exaone3.0-7.8b": dict(
-        num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
-        intermediate_size=14336, max_position_embeddings=4096, rope_theta=500000.0,
-        rope_scaling=None, tie_word_embeddings=False,
+        _PUBLISHED_COMMON, num_layers=32, hidden_size=4096, num_attention_heads=32,
+        num_key_value_heads=8, intermediate_size=14336, max_position_embeddings=4096,
+        rope_theta=500000.0, rope_scaling=None, tie_word_embeddings=False,
     ),
     "exaone3.5-2.4b": dict(
-        num_layers=30, hidden_size=2560, num_attention_heads=32, num_key_value_heads=8,
-        intermediate_size=7168, max_position_embeddings=32768, rope_theta=1000000.0,
-        rope_scaling=LLAMA3_ROPE_SCALING_35, tie_word_embeddings=True,
+        _PUBLISHED_COMMON, num_layers=30, hidden_size=2560, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=80, intermediate_size=7168,
+        max_position_embeddings=32768, rope_theta=1000000.0, rope_scaling=LLAMA3_ROPE_SCALING_35,
     ),
     "exaone3.5-7.8b": dict(
-        num_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
-        intermediate_size=14336, max_position_embeddings=32768, rope_theta=1000000.0,
-        rope_scaling=LLAMA3_ROPE_SCALING_35, tie_word_embeddings=False,
+        _PUBLISHED_COMMON, num_layers=32, hidden_size=4096, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, intermediate_size=14336,
+        max_position_embeddings=32768, rope_theta=1000000.0, rope_scaling=LLAMA3_ROPE_SCALING_35,
+        tie_word_embeddings=False,
     ),
     "exaone3.5-32b": dict(
-        num_layers=64, hidden_size=5120, num_attention_heads=40, num_key_value_heads=8,
-        intermediate_size=27392, max_position_embeddings=32768, rope_theta=1000000.0,
-        rope_scaling=LLAMA3_ROPE_SCALING_35, tie_word_embeddings=False,
+        _PUBLISHED_COMMON, num_layers=64, hidden_size=5120, num_attention_heads=40,
+        num_key_value_heads=8, head_dim=128, intermediate_size=27392,
+        max_position_embeddings=32768, rope_theta=1000000.0, rope_scaling=LLAMA3_ROPE_SCALING_35,
+        tie_word_embeddings=False,
     ),
-    # Debug flavour: EXAONE 3.5 layout (GQA, llama3 RoPE scaling, tied embeddings) at a size
-    # that trains in seconds on a CPU. Vocab 2048 matches the tiny tokenizer the project trains.
+    # Debug flavour (ours, no remote code): EXAONE 3.5 layout (GQA, llama3 RoPE scaling, tied
+    # embeddings) at a size that trains in seconds on a CPU. Vocab 2048 matches the tiny
+    # tokenizer the project trains.
     "tiny": dict(
+        {k: v for k, v in _PUBLISHED_COMMON.items() if k not in ("auto_map", "torch_dtype")},
         num_layers=4, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=176, max_position_embeddings=1024, rope_theta=1000000.0,
         rope_scaling=LLAMA3_ROPE_SCALING_35, tie_word_embeddings=True, vocab_size=2048,
     ),
 }
 
-# HF config keys that ExaoneArch models as fields (everything else goes to ``hf_extra``).
-_HF_FIELDS = (
-    "vocab_size", "hidden_size", "num_layers", "num_attention_heads", "num_key_value_heads",
-    "intermediate_size", "max_position_embeddings", "rope_theta", "rope_scaling",
-    "tie_word_embeddings", "layer_norm_epsilon", "activation_function", "bos_token_id",
-    "eos_token_id", "pad_token_id", "initializer_range", "attention_dropout", "embed_dropout",
-)
+# Fields that are bookkeeping about the HF spelling, not the architecture.
+HF_BOOKKEEPING_FIELDS: tuple[str, ...] = ("name", "hf_extra", "hf_omitted", "hf_format")
 
 
 @dataclass
@@ -79,9 +106,9 @@ class ExaoneArch:
     head_dim: int | None = None  # None: hidden_size // num_attention_heads (as in HF)
     layer_norm_epsilon: float = 1e-5
     activation_function: str = "silu"
-    bos_token_id: int = 1
-    eos_token_id: int = 361
-    pad_token_id: int = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 361
+    pad_token_id: int | None = 0
     initializer_range: float = 0.02
     attention_dropout: float = 0.0
     embed_dropout: float = 0.0
@@ -90,6 +117,9 @@ class ExaoneArch:
     hf_extra: dict[str, Any] = field(default_factory=dict)
     # Modelled HF keys that the source config.json did not have (so export omits them too).
     hf_omitted: tuple[str, ...] = ()
+    # How the source spelled modelled fields (Llama names, ``rope_parameters``, ...; see
+    # :class:`~nemo_exaone.config.hf_config.HFReading`); empty: LG's spelling.
+    hf_format: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.head_dim is None:
@@ -135,37 +165,50 @@ class ExaoneArch:
         return None if self.rope_scaling is None else float(self.rope_scaling["factor"])
 
     def replace(self, **changes: Any) -> ExaoneArch:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again). A ``head_dim`` the source did not
+        state follows ``hidden_size // num_attention_heads`` of the copy, as in HF."""
+        if "head_dim" in self.hf_omitted and "head_dim" not in changes:
+            changes["head_dim"] = None
+        stated = {k for k, v in changes.items() if not (k == "head_dim" and v is None)}
+        if "hf_omitted" not in changes:  # a field set explicitly is written explicitly
+            changes["hf_omitted"] = tuple(k for k in self.hf_omitted if k not in stated)
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ HF config
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any], name: str = "custom") -> ExaoneArch:
-        """Build from an HF ``config.json`` dict of an ``ExaoneForCausalLM`` checkpoint."""
-        model_type = config.get("model_type", "exaone")
-        if model_type != "exaone":
-            raise ValueError(f"config.json model_type={model_type!r}: expected 'exaone' "
-                             "(EXAONE 3.x); EXAONE 4.0 ('exaone4') is not supported yet")
-        missing = [k for k in ("num_layers", "hidden_size", "num_attention_heads",
-                               "intermediate_size", "max_position_embeddings") if k not in config]
-        if missing:
-            raise ValueError(f"config.json is missing required field(s): {', '.join(missing)}")
-        kwargs = {k: copy.deepcopy(config[k]) for k in _HF_FIELDS + ("head_dim",) if k in config}
-        kwargs.setdefault("num_key_value_heads", config["num_attention_heads"])
-        kwargs.setdefault("rope_theta", 10000.0)
-        extra = {k: copy.deepcopy(v) for k, v in config.items()
-                 if k not in _HF_FIELDS and k != "head_dim"}
-        omitted = tuple(k for k in _HF_FIELDS + ("head_dim",) if k not in config)
-        return cls(name=name, hf_extra=extra, hf_omitted=omitted, **kwargs)
+    def from_hf_config(cls, config: dict[str, Any], name: str = "custom",
+                       path: str = "config.json") -> ExaoneArch:
+        """Build from an HF ``config.json`` dict of an EXAONE 3.x checkpoint, any vintage
+        (LG's remote class, transformers 4.x or >= 5); ``path`` names the source in errors."""
+        reading = read_hf_config(config, path)
+        return cls(name=name, hf_extra=reading.extra, hf_omitted=reading.omitted,
+                   hf_format=reading.format, **reading.fields)
 
     def to_hf_config(self) -> dict[str, Any]:
-        """HF ``config.json`` dict (``ExaoneForCausalLM``, model_type ``exaone``)."""
+        """HF ``config.json`` dict (model_type ``exaone``), spelled as the source was (LG's
+        spelling for presets), so reading it back gives this architecture exactly."""
         out: dict[str, Any] = {"architectures": ["ExaoneForCausalLM"], "model_type": "exaone"}
         out.update(copy.deepcopy(self.hf_extra))
-        for key in _HF_FIELDS + ("head_dim",):
-            if key not in self.hf_omitted:
-                out[key] = copy.deepcopy(getattr(self, key))
+        for key in SCALAR_FIELDS:
+            if key in self.hf_omitted:
+                continue
+            for spelling in self.hf_format.get(key, [key]):
+                out[spelling] = copy.deepcopy(getattr(self, key))
+        out.update(render_rope(self.rope_theta, self.rope_scaling, self.hf_format.get("rope", {})))
         return dict(sorted(out.items()))
+
+    def hf_differences(self, other: ExaoneArch) -> list[str]:
+        """``field: A != B`` for every modelled field (RoPE and token ids included) that differs."""
+        out = []
+        for key in SCALAR_FIELDS + ("rope_theta", "rope_scaling"):
+            mine, theirs = getattr(self, key), getattr(other, key)
+            if isinstance(mine, float) or isinstance(theirs, float):
+                same = mine is not None and theirs is not None and float(mine) == float(theirs)
+            else:
+                same = mine == theirs
+            if not same:
+                out.append(f"{key}: {mine!r} != {theirs!r}")
+        return out
 
 
 PRESET_NAMES: tuple[str, ...] = tuple(PRESET_TABLE)
@@ -175,4 +218,11 @@ def get_preset(name: str) -> ExaoneArch:
     """The architecture preset called ``name`` (see :data:`PRESET_NAMES`)."""
     if name not in PRESET_TABLE:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESET_NAMES)}")
-    return ExaoneArch(name=name, **copy.deepcopy(PRESET_TABLE[name]))
+    return ExaoneArch.from_hf_config(PRESET_TABLE[name], name=name, path=f"preset {name!r}")
+
+
+# ExaoneArch fields a user may override (``model.arch.*``): everything but the bookkeeping.
+ARCH_FIELD_NAMES: tuple[str, ...] = tuple(f for f in ExaoneArch.__dataclass_fields__
+                                          if f not in HF_BOOKKEEPING_FIELDS)
+__all__ = ["ARCH_FIELD_NAMES", "HFConfigError", "ExaoneArch", "PRESET_NAMES",
+           "PRESET_TABLE", "get_preset"]

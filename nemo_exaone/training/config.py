@@ -13,7 +13,7 @@ from typing import Any
 
 from nemo_exaone.config.errors import ConfigError
 from nemo_exaone.config.parallel import ParallelConfig, PrecisionConfig
-from nemo_exaone.config.presets import ExaoneArch, get_preset
+from nemo_exaone.config.presets import ARCH_FIELD_NAMES, ExaoneArch, get_preset
 from nemo_exaone.training.optimizer import OptimizerSettings
 
 # Adam(W) through Megatron-Core's optimizer; ``lr`` is the schedule's peak.
@@ -215,8 +215,7 @@ class TrainingJobConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
-_ARCH_FIELDS = tuple(f for f in ExaoneArch.__dataclass_fields__
-                     if f not in ("name", "hf_extra", "hf_omitted"))
+_ARCH_FIELDS = ARCH_FIELD_NAMES  # hf_* bookkeeping (spelling of the source) is not overridable
 
 
 def resolve_arch(preset: str, overrides: dict[str, Any], where: str) -> ExaoneArch:
