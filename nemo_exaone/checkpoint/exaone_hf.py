@@ -6,6 +6,7 @@ EXAONE 3.x is Llama with other names; a Llama-HF or TRT-LLM export is another
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -46,6 +47,43 @@ EXAONE_HF_TABLE = WeightTable(
         "input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",
         "pre_mlp_layernorm.weight": "mlp.linear_fc1.layer_norm_weight",
     },
+)
+
+# LG's own rename of EXAONE 3.x onto Llama names, the one transformers >= 5.24 applies when it
+# loads an ``exaone`` checkpoint (its models carry these names in memory; files keep EXAONE's).
+LLAMA_RENAMES: tuple[tuple[str, str], ...] = (
+    ("transformer.wte.", "model.embed_tokens."), ("transformer.ln_f.", "model.norm."),
+    ("transformer.h.", "model.layers."), (".ln_1.", ".input_layernorm."),
+    (".ln_2.", ".post_attention_layernorm."), (".attn.attention.", ".self_attn."),
+    (".out_proj.", ".o_proj."), (".c_fc_0.", ".gate_proj."), (".c_fc_1.", ".up_proj."),
+    (".c_proj.", ".down_proj."),
+)
+
+
+def llama_name(name: str) -> str:
+    """The Llama (transformers >= 5 in-memory) name of an EXAONE HF tensor name."""
+    for old, new in LLAMA_RENAMES:
+        name = name.replace(old, new)
+    return name
+
+
+def _renamed(mapping: Any) -> Any:
+    if isinstance(mapping, Direct):
+        return dataclasses.replace(mapping, target=llama_name(mapping.target))
+    if isinstance(mapping, GroupedQKV):
+        return dataclasses.replace(mapping, q=llama_name(mapping.q), k=llama_name(mapping.k),
+                                   v=llama_name(mapping.v))
+    if isinstance(mapping, GatedMLP):
+        return dataclasses.replace(mapping, gate=llama_name(mapping.gate),
+                                   up=llama_name(mapping.up))
+    raise TypeError(f"no Llama name for {type(mapping).__name__}")
+
+
+# The same layout under the names a transformers >= 5 model carries once loaded.
+EXAONE_LLAMA_NAMES_TABLE = WeightTable(
+    name="exaone-hf-llama-names",
+    mappings=tuple(_renamed(m) for m in EXAONE_HF_TABLE.mappings),
+    megatron_aliases=EXAONE_HF_TABLE.megatron_aliases,
 )
 
 # Kept for callers that name the classic tokenizer files; the identity below is the full set.
