@@ -553,3 +553,72 @@ def test_prefilter_never_rules_out_a_pool_window_and_rules_out_most_others(tmp_p
     others = np.random.default_rng(0).integers(0, 2**64 - 1, 100_000, dtype=np.uint64)
     assert len(_maybe_present(pool.prefilter, others)) < 0.07 * len(others)  # 16-32 bits per window
     assert pool.nbytes >= pool.prefilter.nbytes >= 2 * len(pool)
+
+
+# ---- whole-item matching: short dense test items ------------------------------------------
+
+KOREAN_43 = "대한민국의 수도는 서울이며, 가장 큰 도시이고 인구는 약 천만 명에 이르는 세계적인 대도시입니다. 맞나요?"
+KOREAN_20 = "서울의 남산타워는 몇 년도에 처음 세워졌을까요?"
+KOREAN_19 = "서울의 남산타워는 몇 년에 처음 세워졌을까요?"
+
+
+def _decontaminate_cli(tmp_path, capsys, train, tests, *flags):
+    train_path = _jsonl(tmp_path / "train.jsonl", train)
+    test_path = _jsonl(tmp_path / "test.jsonl", tests)
+    code = main(["data", "decontaminate", "--train", train_path, "--test", test_path, "--out",
+                 str(tmp_path / "clean.jsonl"), "--report", str(tmp_path / "report.json"),
+                 "--quiet", "--overwrite", *flags])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    kept = [json.loads(line)["id"] for line in (tmp_path / "clean.jsonl").read_text().splitlines()]
+    return summary, report, kept, test_path
+
+
+def test_short_dense_korean_item_copied_into_training_is_caught_by_default(tmp_path, capsys):
+    """43 Hangul syllables: no 50-character window, so the published method never sees it."""
+    assert len(normalize_text(KOREAN_43)) == 43
+    rng = random.Random(0)
+    document = f"{_words(rng, 40)} {KOREAN_43} {_words(rng, 40)}"
+    train = [{"id": "leaky", "text": document}, {"id": "clean", "text": _words(rng, 80)},
+             {"id": "exact", "text": KOREAN_43}]
+    tests = [{"id": "q1", "question": KOREAN_43}]
+    summary, report, kept, test_path = _decontaminate_cli(
+        tmp_path, capsys, train, tests, "--test-key", "question")
+    assert kept == ["clean"]
+    assert summary["removed"] == summary["removed_by_whole_item"] == 2
+    assert summary["removed_by_window"] == 0 and report["kept_shorter_than_window"] == 0
+    matches = report["test_sets"][test_path]["matches"]
+    assert [(m["id"], m["match"], m["test_item"], m["matched_item"]) for m in matches] == [
+        ("leaky", "whole_item", "q1", normalize_text(KOREAN_43)),
+        ("exact", "whole_item", "q1", normalize_text(KOREAN_43))]
+    assert report["test_sets"][test_path]["removed_by_whole_item"] == 2
+    assert report["params"]["min_item_chars"] == 20
+    assert report["pool"]["test_fields_matched_whole"] == 1
+
+    summary, report, kept, _ = _decontaminate_cli(
+        tmp_path, capsys, train, tests, "--test-key", "question", "--strict-published")
+    assert kept == ["leaky", "clean", "exact"] and summary["removed"] == 0
+    assert report["params"]["min_item_chars"] == 0
+    assert summary["method"] == "published (windows only)"
+
+
+def test_whole_item_threshold_and_no_partial_or_cross_example_match(tmp_path, capsys):
+    assert len(normalize_text(KOREAN_20)) == 20 and len(normalize_text(KOREAN_19)) == 19
+    rng = random.Random(1)
+    norm_43 = normalize_text(KOREAN_43)
+    train = [
+        {"id": "has20", "text": f"{_words(rng, 30)} {KOREAN_20} {_words(rng, 30)}"},
+        {"id": "has19", "text": f"{_words(rng, 30)} {KOREAN_19} {_words(rng, 30)}"},
+        {"id": "first_half", "text": f"{_words(rng, 30)} {norm_43[:30]}"},  # item cut short
+        {"id": "second_half", "text": f"{norm_43[30:]} {_words(rng, 30)}"},  # ... continued
+    ]
+    tests = [{"id": "q20", "text": KOREAN_20}, {"id": "q19", "text": KOREAN_19},
+             {"id": "q43", "text": KOREAN_43}]
+    summary, report, kept, _ = _decontaminate_cli(tmp_path, capsys, train, tests)
+    assert kept == ["has19", "first_half", "second_half"]
+    assert summary["removed_by_whole_item"] == 1
+    # a lower threshold takes the 19-character item too
+    summary, _, kept, _ = _decontaminate_cli(tmp_path, capsys, train, tests,
+                                             "--min-item-chars", "19")
+    assert kept == ["first_half", "second_half"] and summary["removed_by_whole_item"] == 2
