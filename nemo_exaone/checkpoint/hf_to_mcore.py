@@ -18,6 +18,7 @@ import torch
 
 from nemo_exaone.checkpoint.dcp_io import ChunkSpec, write_dcp
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
+from nemo_exaone.checkpoint.errors import CheckpointError
 from nemo_exaone.checkpoint.exaone_hf import (
     EXAONE_HF_TABLE,
     IDENTITY_DIR,
@@ -72,6 +73,21 @@ def split_rows(chunk: LayoutChunk, itemsize: int, max_bytes: int) -> list[Layout
         out.append(dataclasses.replace(chunk, offset=tuple(offset), shape=tuple(shape),
                                        param_offset=tuple(param_offset)))
     return out
+
+
+def nonfinite_error(source: HFSource, mapping) -> CheckpointError:
+    """A checkpoint whose weights hold NaN/Inf is refused, naming the HF tensor and file."""
+    parts = source.weights.read(mapping.targets)
+    for name in mapping.targets:
+        bad = ~torch.isfinite(parts[name])
+        if bool(bad.any()):
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            return CheckpointError(
+                f"tensor {name!r} in {source.weights.tensors[name].file} holds "
+                f"{int(bad.sum())} NaN/Inf value(s) (first at index {first}); the source "
+                "checkpoint is damaged: refusing to convert it")
+    return CheckpointError(f"tensor(s) {', '.join(mapping.targets)} give NaN/Inf when fused "
+                           f"into {mapping.megatron}")
 
 
 def write_megatron_files(directory: Path, layout: MegatronLayout) -> None:
@@ -133,8 +149,17 @@ def convert_hf_to_mcore(
             current["tensor"] = None  # drop the previous parameter first
             mapping = bound[chunk.param]
             tensor = source.megatron_tensor(mapping)
-            current.update(param=chunk.param,
-                           tensor=tensor if cast is None else tensor.to(cast))
+            if not bool(torch.isfinite(tensor).all()):
+                current["error"] = nonfinite_error(source, mapping)
+                raise current["error"]
+            if cast is not None:
+                tensor = tensor.to(cast)
+                if not bool(torch.isfinite(tensor).all()):
+                    current["error"] = CheckpointError(
+                        f"tensor(s) {', '.join(mapping.targets)} overflow to Inf when cast to "
+                        f"{hf_dtype_name(cast)} (--dtype); keep the source dtype (--dtype keep)")
+                    raise current["error"]
+            current.update(param=chunk.param, tensor=tensor)
             bar.update(source.source_bytes(mapping))
         return chunk_of(current["tensor"], chunk)
 
@@ -147,7 +172,12 @@ def convert_hf_to_mcore(
         with atomic_directory(out_dir, overwrite=overwrite, inputs=[hf_dir],
                               input_flags=["--hf"], flag="--out",
                               verify=verify_dist_checkpoint) as tmp:
-            write_dcp(tmp, specs, layout.objects, produce)
+            try:
+                write_dcp(tmp, specs, layout.objects, produce)
+            except BaseException:  # DCP's CheckpointException derives from BaseException
+                if isinstance(current.get("error"), CheckpointError):
+                    raise current["error"] from None  # DCP wraps it; the cause is ours
+                raise
             current["tensor"] = None
             write_megatron_files(tmp, layout)
             # The source's identity (config.json verbatim, generation config, tokenizer, remote
