@@ -12,7 +12,7 @@ import statistics
 
 from nemo_exaone.config.parallel import ParallelConfig
 from nemo_exaone.runtime.launch import spawn_local
-from nemo_exaone.training.smoke import SmokeConfig, run_smoke_training
+from nemo_exaone.training.parity import ParityConfig, run_parity_training
 
 LAYOUTS = {
     "TP=1": (1, ParallelConfig()),
@@ -31,10 +31,10 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     for name, (world, parallel) in LAYOUTS.items():
-        cfg = SmokeConfig(parallel=parallel, steps=args.warmup + args.steps,
+        cfg = ParityConfig(parallel=parallel, steps=args.warmup + args.steps,
                           micro_batch_size=args.micro_batch_size, seq_length=args.seq_length,
                           num_microbatches=args.num_microbatches)
-        metrics = spawn_local(run_smoke_training, world, cfg)[0][args.warmup:]
+        metrics = spawn_local(run_parity_training, world, cfg)[0][args.warmup:]
         times = [m["step_time_s"] * 1000 for m in metrics]
         results[name] = {"median_ms": statistics.median(times), "min_ms": min(times),
                          "max_ms": max(times), "processes": world}

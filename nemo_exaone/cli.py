@@ -11,6 +11,7 @@ import importlib
 import sys
 import warnings
 
+from nemo_exaone.config.errors import ConfigError, InputError
 from nemo_exaone.runtime.outputs import OutputLockedError  # stdlib only: cheap
 
 # Modules that contribute sub-commands, in the order they appear in --help.
@@ -43,8 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, OutputLockedError) as exc:
-        # User-facing errors (bad config, bad input) are printed without a traceback.
+    except ConfigError as exc:
+        print(f"nemo-exaone {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except (InputError, FileNotFoundError, FileExistsError, OutputLockedError) as exc:
+        # User-facing errors (bad input) are printed without a traceback.
+        print(f"nemo-exaone {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        # Commands whose user errors are all ConfigError/InputError (``strict_errors``) let
+        # any other ValueError through with its traceback: it is a bug, not bad input.
+        if getattr(args, "strict_errors", False):
+            raise
         print(f"nemo-exaone {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

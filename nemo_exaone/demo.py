@@ -174,10 +174,10 @@ def run_pipeline(root: Path, steps_a: int, steps_b: int) -> list[StageResult]:
     def parallel_check() -> str:
         from nemo_exaone.config.parallel import ParallelConfig
         from nemo_exaone.runtime.launch import spawn_local
-        from nemo_exaone.training.smoke import SmokeConfig, run_smoke_training
+        from nemo_exaone.training.parity import ParityConfig, run_parity_training
 
-        tp1 = [m["loss"] for m in spawn_local(run_smoke_training, 1, SmokeConfig(steps=5))[0]]
-        tp2 = [m["loss"] for m in spawn_local(run_smoke_training, 2, SmokeConfig(
+        tp1 = [m["loss"] for m in spawn_local(run_parity_training, 1, ParityConfig(steps=5))[0]]
+        tp2 = [m["loss"] for m in spawn_local(run_parity_training, 2, ParityConfig(
             steps=5, parallel=ParallelConfig(tensor_model_parallel_size=2,
                                              sequence_parallel=True)))[0]]
         rel = max(abs(a - b) / abs(b) for a, b in zip(tp2, tp1))

@@ -7,7 +7,7 @@ import pytest
 
 from nemo_exaone.config.parallel import PrecisionConfig
 from nemo_exaone.runtime.launch import spawn_local
-from nemo_exaone.training.smoke import SmokeConfig, run_smoke_training
+from nemo_exaone.training.parity import ParityConfig, run_parity_training
 
 pytestmark = pytest.mark.gpu
 
@@ -21,7 +21,7 @@ def _forward_logprobs(spec: str) -> list:
     from nemo_exaone.model.builder import ModelOptions, build_model
     from nemo_exaone.model.sharding import load_full_state_dict
     from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
-    from nemo_exaone.training.smoke import deterministic_full_state_dict
+    from nemo_exaone.training.parity import deterministic_full_state_dict
 
     init_distributed(ParallelConfig(), seed=1)
     try:
@@ -61,9 +61,9 @@ def test_fp8_twenty_steps_within_two_percent_of_bf16(recipe):
     if not transformer_engine_available():
         pytest.skip("Transformer Engine is not installed")
     common = dict(steps=20, micro_batch_size=8, seq_length=128)
-    [bf16] = spawn_local(run_smoke_training, 1,
-                         SmokeConfig(precision=PrecisionConfig(dtype="bf16"), **common))
-    [fp8] = spawn_local(run_smoke_training, 1, SmokeConfig(
+    [bf16] = spawn_local(run_parity_training, 1,
+                         ParityConfig(precision=PrecisionConfig(dtype="bf16"), **common))
+    [fp8] = spawn_local(run_parity_training, 1, ParityConfig(
         precision=PrecisionConfig(dtype="bf16", fp8=True, fp8_recipe=recipe), **common))
     for a, b in zip(fp8, bf16):
         assert abs(a["loss"] - b["loss"]) <= 0.02 * abs(b["loss"]), (a, b)

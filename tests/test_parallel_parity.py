@@ -8,28 +8,28 @@ import pytest
 
 from nemo_exaone.config.parallel import ParallelConfig
 from nemo_exaone.runtime.launch import spawn_local
-from nemo_exaone.training.smoke import SmokeConfig, run_smoke_training
+from nemo_exaone.training.parity import ParityConfig, run_parity_training
 
 STEPS = 3
 RTOL = 1e-5
 
 
-def _run_all(configs: list[SmokeConfig]) -> list[list[float]]:
-    return [[m["loss"] for m in run_smoke_training(c)] for c in configs]
+def _run_all(configs: list[ParityConfig]) -> list[list[float]]:
+    return [[m["loss"] for m in run_parity_training(c)] for c in configs]
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, list[float]]:
     """TP=1/PP=1 losses, in one separate process (keeps Megatron state out of pytest)."""
-    base = SmokeConfig(steps=STEPS)
-    vpp = SmokeConfig(steps=STEPS, num_microbatches=4)
-    dp = SmokeConfig(steps=STEPS, micro_batch_size=4)
+    base = ParityConfig(steps=STEPS)
+    vpp = ParityConfig(steps=STEPS, num_microbatches=4)
+    dp = ParityConfig(steps=STEPS, micro_batch_size=4)
     [runs] = spawn_local(_run_all, 1, [base, vpp, dp])
     return {"base": runs[0], "vpp": runs[1], "dp": runs[2]}
 
 
 def _losses(parallel: ParallelConfig, **kw) -> list[list[float]]:
-    results = spawn_local(run_smoke_training, 2, SmokeConfig(parallel=parallel, steps=STEPS, **kw))
+    results = spawn_local(run_parity_training, 2, ParityConfig(parallel=parallel, steps=STEPS, **kw))
     return [[m["loss"] for m in rank] for rank in results]
 
 

@@ -13,7 +13,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from nemo_exaone.config.errors import ConfigError, InputError
 from nemo_exaone.config.structured import from_container, omegaconf_schema
+from nemo_exaone.runtime.outputs import OutputLockedError
 from nemo_exaone.training.config import TrainingJobConfig
 
 SCHEMA_NAME = "job_schema"
@@ -64,24 +66,36 @@ def quiet_library_warnings() -> None:
 
 
 def run_job(cfg) -> int:
-    """Train the composed config; returns the process exit code."""
+    """Train the composed config; returns the process exit code.
+
+    A configuration problem prints ``config error: ...`` and a damaged or missing input (a
+    checkpoint, a dataset, a run directory another training holds) ``error: ...``, both exit
+    2; any other exception is a bug and propagates with its traceback.
+    """
+    import contextlib
+
     from omegaconf.errors import OmegaConfBaseException
 
-    from nemo_exaone.training.loop import train
+    from nemo_exaone.training.loop import run_directory_lock, train
     from nemo_exaone.training.safety import NonFiniteTrainingError
 
     quiet_library_warnings()
     try:
         job = job_config(cfg)
-    except (ValueError, OmegaConfBaseException) as exc:
+    except (ValueError, OmegaConfBaseException) as exc:  # the YAML/overrides do not fit
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    text = save_resolved_config(cfg, Path(job.run.dir))
-    if _rank() == 0:
-        print("=== resolved config ===\n" + text + "=======================", flush=True)
     try:
-        result = train(job)
-    except ValueError as exc:
+        # Rank 0 holds the run directory from before it writes config.yaml until the end.
+        with run_directory_lock(job.run.dir) if _rank() == 0 else contextlib.nullcontext():
+            text = save_resolved_config(cfg, Path(job.run.dir))
+            if _rank() == 0:
+                print("=== resolved config ===\n" + text + "=======================", flush=True)
+            result = train(job)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (InputError, FileNotFoundError, FileExistsError, OutputLockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except NonFiniteTrainingError as exc:
@@ -89,7 +103,7 @@ def run_job(cfg) -> int:
         return EXIT_NONFINITE
     if _rank() == 0:
         last = result.metrics[-1] if result.metrics else {}
-        status = "stopped by SIGTERM after saving" if result.terminated else "finished"
+        status = "stopped by a signal after saving" if result.terminated else "finished"
         print(f"{status}: step {result.state.step}/{job.train.max_steps}, "
               f"loss {last.get('loss', float('nan')):.4f}, skipped steps "
               f"{result.state.skipped_steps}, checkpoint {result.last_checkpoint}, "

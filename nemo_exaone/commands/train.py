@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from nemo_exaone.conf import CONFIG_MODULE, SEARCH_PATH
+from nemo_exaone.config.errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
                         "shipped ones (which stay available to its defaults lists)")
     parser.add_argument("--cfg", action="store_true", help="print the composed config and exit")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.max_steps=20")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, strict_errors=True)
 
 
 def compose_config(config_dir: str | Path | None, config_name: str, overrides: list[str]):
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = compose_config(args.config_dir, args.config_name, args.overrides)
     except HydraException as exc:
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-        raise ValueError(f"{exc}{cause}") from None
+        raise ConfigError(f"{exc}{cause}") from None
     if args.cfg:
         print(OmegaConf.to_yaml(cfg))
         return 0

@@ -219,7 +219,19 @@ _ARCH_FIELDS = ARCH_FIELD_NAMES  # hf_* bookkeeping (spelling of the source) is 
 
 
 def resolve_arch(preset: str, overrides: dict[str, Any], where: str) -> ExaoneArch:
-    """``get_preset(preset)`` with ``overrides`` applied; unknown fields are named."""
+    """``get_preset(preset)`` with ``overrides`` applied; unknown fields are named.
+
+    Any invalid value (an unknown preset, a field the architecture refuses) is a
+    :class:`ConfigError` naming ``where``."""
+    try:
+        return _resolve_arch(preset, overrides, where)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{where} (preset {preset!r}): {exc}") from exc
+
+
+def _resolve_arch(preset: str, overrides: dict[str, Any], where: str) -> ExaoneArch:
     arch = get_preset(preset)
     changes = dict(overrides or {})
     unknown = sorted(set(changes) - set(_ARCH_FIELDS))

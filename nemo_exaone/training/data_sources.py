@@ -8,18 +8,21 @@
   blend/replay arithmetic;
 - ``source=synthetic``: no data at all.
 
-``source=shipped`` first prepares the corpus bundled with the package (:mod:`.shipped_data`).
+``source=shipped`` first prepares the corpus bundled with the package
+(:mod:`nemo_exaone.data.shipped_data`) and points the data settings at it.
 Megatron's builder synchronises ranks internally, so every rank calls
 :func:`build_sample_source` together (after :func:`prepare_data` ran on rank 0).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nemo_exaone.config.errors import ConfigError
 from nemo_exaone.config.presets import ExaoneArch
-from nemo_exaone.training.config import DataConfig
+from nemo_exaone.training.config import DataConfig, DatasetSpec
 from nemo_exaone.training.samples import BlendedSamples, SampleSource, SyntheticSamples
 
 
@@ -43,9 +46,19 @@ def prepare_data(data: DataConfig, arch: ExaoneArch, run_dir: Path) -> DataConfi
     """Resolve ``source=shipped`` into prepared indexed datasets (idempotent, cached)."""
     if data.source != "shipped":
         return data
-    from nemo_exaone.training.shipped_data import prepare_shipped_data
+    from nemo_exaone.data.shipped_data import SPLIT_SOURCES, prepare_shipped_data
 
-    return prepare_shipped_data(data, arch, data_dir(data, run_dir))
+    if data.shipped_split not in SPLIT_SOURCES:
+        raise ConfigError(f"data.shipped_split={data.shipped_split!r}: choose one of "
+                          f"{', '.join(SPLIT_SOURCES)}")
+    shipped = prepare_shipped_data(data_dir(data, run_dir), arch.vocab_size)
+    replay = []
+    if data.replay_fraction > 0:
+        replay = list(data.replay) or [DatasetSpec(prefix=str(shipped.prefix("pretrain")))]
+    return dataclasses.replace(
+        data, source="indexed", tokenizer_dir=str(shipped.tokenizer_dir),
+        blend=list(data.blend) or [DatasetSpec(prefix=str(shipped.prefix(data.shipped_split)))],
+        replay=replay)
 
 
 def _blend_config(data: DataConfig):

@@ -14,8 +14,8 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,8 +241,9 @@ def _train(cfg: TrainingJobConfig, arch: ExaoneArch, parallel: ParallelConfig) -
     start_step = checkpoint_step(resume_path) if resume_path else 0
     rank = torch.distributed.get_rank()
     if rank == 0 and found and found.skipped:
-        warnings.warn(f"resuming from {resume_path}, the newest intact checkpoint; passed over "
-                      "damaged: " + " | ".join(found.skipped), stacklevel=2)
+        # Printed, not warnings.warn: library-warning filters must never hide it.
+        print(f"warning: resuming from {resume_path}, the newest intact checkpoint; passed "
+              "over damaged: " + " | ".join(found.skipped), file=sys.stderr, flush=True)
     if rank == 0:
         truncate_metrics(run_dir, start_step)  # steps after the checkpoint are trained again
     log = MetricsLogger(run_dir, cfg.train.max_steps, enabled=rank == 0,

@@ -50,26 +50,18 @@ class SyntheticSamples:
 def blending_indices(weights: list[float], size: int) -> tuple[np.ndarray, np.ndarray]:
     """(component, index within component) for global samples 0..size-1.
 
-    Greedy: sample i goes to the component furthest below its target share so far, which is
-    what Megatron's ``build_blending_indices`` computes (its C++ helper is used when built).
-    The assignment is prefix-stable: the first N entries do not depend on ``size``.
+    Greedy: sample i goes to the component furthest below its target share so far; this is
+    Megatron's ``build_blending_indices`` (its C++ helper, compiled on first use where the
+    wheel lacks it). The assignment is prefix-stable: the first N entries do not depend on
+    ``size``.
     """
+    from nemo_exaone.data.megatron_helpers import ensure_dataset_helpers
+
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
     component = np.zeros(size, dtype=np.int16)
     within = np.zeros(size, dtype=np.int64)
-    try:
-        from megatron.core.datasets import helpers
-
-        helpers.build_blending_indices(component, within, w, len(w), size, False)
-        return component, within
-    except ImportError:
-        pass
-    counts = np.zeros(len(w), dtype=np.int64)
-    for i in range(size):
-        c = int(np.argmax(w * max(i, 1) - counts))
-        component[i], within[i] = c, counts[c]
-        counts[c] += 1
+    ensure_dataset_helpers().build_blending_indices(component, within, w, len(w), size, False)
     return component, within
 
 

@@ -1,9 +1,11 @@
-"""Train a small EXAONE model for a few steps on a synthetic, learnable token stream.
+"""Parallel-parity harness: a few training steps whose losses must not depend on the layout.
 
-This is the foundation's end-to-end check (and the demo until the data pipeline lands):
-real Megatron-Core model, DDP, optimizer and pipeline schedules, in any TP/PP/SP layout.
-Weights and batches are functions of (seed, tensor name) and (seed, step) only, so every
-layout starts from the same full model and sees the same data: losses must agree.
+A small EXAONE model trains on a synthetic, learnable token stream with the real Megatron-Core
+model, DDP, optimizer, pipeline schedules and the loop's own iteration and objective, in any
+TP/PP/SP layout. Weights and batches are functions of (seed, tensor name) and (seed, step)
+only, so every layout starts from the same full model and sees the same data: losses must
+agree. Used by the parity tests, the demo's TP check, the GPU check and the step-time
+benchmark.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from nemo_exaone.training.optimizer import OptimizerSettings
 
 
 @dataclass
-class SmokeConfig:
+class ParityConfig:
     preset: str = "tiny"
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
@@ -72,7 +74,7 @@ def deterministic_full_state_dict(model, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def synthetic_batches(vocab_size: int, step: int, cfg: SmokeConfig, dp_rank: int = 0,
+def synthetic_batches(vocab_size: int, step: int, cfg: ParityConfig, dp_rank: int = 0,
                       dp_size: int = 1) -> list[Batch]:
     """This data-parallel rank's micro-batches of arithmetic token sequences
     (x, x+k, x+2k, ...) mod vocab: learnable. The global batch depends only on (seed, step),
@@ -93,7 +95,7 @@ def synthetic_batches(vocab_size: int, step: int, cfg: SmokeConfig, dp_rank: int
     return batches
 
 
-def run_smoke_training(cfg: SmokeConfig) -> list[dict]:
+def run_parity_training(cfg: ParityConfig) -> list[dict]:
     """Train ``cfg.steps`` steps; returns per-step metrics (identical on every rank)."""
     from nemo_exaone.config.parallel import validate_parallel
     from nemo_exaone.model.builder import ModelOptions, build_model_chunks

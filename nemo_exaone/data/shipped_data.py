@@ -17,19 +17,18 @@ Everything is made once under ``prepare_dir/shipped-<key>/`` (the key hashes the
 the split recipe and the vocabulary size): the tiny tokenizer
 (:func:`nemo_exaone.data.assets.build_tiny_tokenizer`), one JSONL and one Megatron indexed
 dataset (:func:`nemo_exaone.data.preprocess.preprocess`) per split. The directory appears
-atomically, so a killed preparation is redone, never half-used; every stage that names the
-same ``prepare_dir`` reuses it, and so trains with the same tokenizer.
+atomically (:mod:`nemo_exaone.runtime.outputs`), so a killed preparation is redone, never
+half-used; every stage that names the same ``prepare_dir`` reuses it, and so trains with the
+same tokenizer. The training loop's adapter (``training/data_sources.py``) turns the result
+into its data settings; this module takes and returns plain values.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-
-from nemo_exaone.config.presets import ExaoneArch
-from nemo_exaone.training.config import DataConfig, DatasetSpec
 
 SPLIT_SOURCES: dict[str, tuple[str, ...]] = {
     "pretrain": ("story", "essay", "facts"),
@@ -48,10 +47,13 @@ def _key(corpus: Path, vocab_size: int) -> str:
 
 def _prepare(target: Path, corpus: Path, vocab_size: int) -> None:
     from nemo_exaone.data.assets import build_tiny_tokenizer
-    from nemo_exaone.data.atomic import atomic_directory
     from nemo_exaone.data.preprocess import PreprocessConfig, preprocess
+    from nemo_exaone.runtime.outputs import atomic_directory
 
-    with atomic_directory(target) as tmp:
+    # overwrite: a directory without its tokenizer is an unfinished one (never published by
+    # this code; left by an older version); the lock makes a concurrent preparer wait its turn
+    # by refusing, naming the holder.
+    with atomic_directory(target, overwrite=True, flag="shipped data") as tmp:
         tokenizer = build_tiny_tokenizer(tmp, vocab_size=vocab_size)
         (tmp / "tokenizer").symlink_to(tokenizer.name)
         records = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()
@@ -66,30 +68,38 @@ def _prepare(target: Path, corpus: Path, vocab_size: int) -> None:
     # The tokenizer link is relative, so it survives the rename of the directory.
 
 
-def shipped_dir(prepare_dir: Path, arch: ExaoneArch) -> Path:
+def shipped_dir(prepare_dir: Path, vocab_size: int) -> Path:
+    """Where the shipped corpus is prepared for a model of ``vocab_size`` tokens."""
     from nemo_exaone.data.assets import asset_paths
 
     corpus = asset_paths()["corpus"]
     if not corpus.is_file():
         raise FileNotFoundError(f"the shipped corpus {corpus} is missing from this install")
-    vocab = min(arch.vocab_size, MAX_SHIPPED_VOCAB)
+    vocab = min(vocab_size, MAX_SHIPPED_VOCAB)
     return prepare_dir / f"shipped-{_key(corpus, vocab)}"
 
 
-def prepare_shipped_data(data: DataConfig, arch: ExaoneArch, prepare_dir: Path) -> DataConfig:
-    """``data`` with the tokenizer and the split's (and replay's) indexed datasets filled in."""
+@dataclass(frozen=True)
+class ShippedData:
+    """The prepared corpus: its tokenizer and one indexed-dataset prefix per split."""
+
+    root: Path
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    def prefix(self, split: str) -> Path:
+        if split not in SPLIT_SOURCES:
+            raise ValueError(f"shipped split {split!r}: choose one of {', '.join(SPLIT_SOURCES)}")
+        return self.root / split
+
+
+def prepare_shipped_data(prepare_dir: Path, vocab_size: int) -> ShippedData:
+    """Prepare (once; cached by content) the shipped corpus for ``vocab_size``."""
     from nemo_exaone.data.assets import asset_paths
 
-    target = shipped_dir(prepare_dir, arch)
+    target = shipped_dir(prepare_dir, vocab_size)
     if not (target / "tokenizer" / "tokenizer.json").is_file():
-        _prepare(target, asset_paths()["corpus"], min(arch.vocab_size, MAX_SHIPPED_VOCAB))
-    if data.shipped_split not in SPLIT_SOURCES:
-        raise ValueError(f"data.shipped_split={data.shipped_split!r}: choose one of "
-                         f"{', '.join(SPLIT_SOURCES)}")
-    replay = []
-    if data.replay_fraction > 0:
-        replay = list(data.replay) or [DatasetSpec(prefix=str(target / "pretrain"))]
-    return dataclasses.replace(
-        data, source="indexed", tokenizer_dir=str(target / "tokenizer"),
-        blend=list(data.blend) or [DatasetSpec(prefix=str(target / data.shipped_split))],
-        replay=replay)
+        _prepare(target, asset_paths()["corpus"], min(vocab_size, MAX_SHIPPED_VOCAB))
+    return ShippedData(target)
