@@ -199,7 +199,7 @@ def _llama_logits(hf_dir: str, tokens: torch.Tensor) -> torch.Tensor:
         vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
         intermediate_size=config["intermediate_size"], num_hidden_layers=config["num_layers"],
         num_attention_heads=config["num_attention_heads"],
-        num_key_value_heads=config["num_key_value_heads"], head_dim=config["head_dim"],
+        num_key_value_heads=config["num_key_value_heads"], head_dim=config.get("head_dim"),
         max_position_embeddings=config["max_position_embeddings"],
         rms_norm_eps=config["layer_norm_epsilon"], rope_parameters=rope,
         tie_word_embeddings=config["tie_word_embeddings"], hidden_act="silu",
