@@ -1,4 +1,4 @@
-"""Blends with replay, Megatron GPT datasets, resumable order, whole-document and SFT readers."""
+"""Blends with replay, Megatron GPT datasets, whole-document and SFT readers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from nemo_exaone.data.document_datasets import build_long_context_dataset, build
 from nemo_exaone.data.megatron_helpers import ensure_dataset_helpers
 from nemo_exaone.data.preprocess import PreprocessConfig, preprocess
 from nemo_exaone.data.pretraining_datasets import build_pretraining_datasets
-from nemo_exaone.data.sampling import ResumableBatchSampler, build_data_loader
 from nemo_exaone.data.tokenizer import load_tokenizer
 
 
@@ -99,26 +98,6 @@ def test_blended_gpt_datasets_are_deterministic_and_follow_weights(data, tmp_pat
                    for i in range(10))
 
 
-def test_resuming_from_consumed_samples_gives_identical_batches(data, tmp_path):
-    root, tokenizer = data
-    dataset = _build(root, tokenizer, tmp_path / "cache").train
-    full = [batch["tokens"] for batch in build_data_loader(dataset, 0, micro_batch_size=4)]
-    for consumed in (4, 40, 100):
-        resumed = [b["tokens"] for b in build_data_loader(dataset, consumed, micro_batch_size=4)]
-        assert len(resumed) == len(full) - consumed // 4
-        assert all(torch.equal(x, y) for x, y in zip(resumed, full[consumed // 4:]))
-
-
-def test_sampler_splits_global_batches_across_data_parallel_ranks():
-    ranks = [list(ResumableBatchSampler(20, 4, micro_batch_size=2, data_parallel_rank=r,
-                                        data_parallel_size=2)) for r in range(2)]
-    assert ranks[0] == [[4, 5], [8, 9], [12, 13], [16, 17]]
-    assert ranks[1] == [[6, 7], [10, 11], [14, 15], [18, 19]]
-    assert len(ResumableBatchSampler(21, 0, 2, 0, 2)) == 5
-    with pytest.raises(ValueError):
-        ResumableBatchSampler(10, 11, 2)
-
-
 def _build_in_group(root: str, tokenizer: str, cache: str) -> list[list[int]]:
     torch.distributed.init_process_group("gloo")
     try:
@@ -126,8 +105,10 @@ def _build_in_group(root: str, tokenizer: str, cache: str) -> list[list[int]]:
 
         datasets = _build(Path(root), tokenizer, cache, num_samples=40)
         rank = torch.distributed.get_rank()
-        sampler = ResumableBatchSampler(len(datasets.train), 0, 2, rank, 2)
-        return [datasets.train[i]["tokens"].tolist() for batch in sampler for i in batch]
+        # Global batches of 2 ranks x 2 samples; rank r reads samples 4k + 2r and 4k + 2r + 1.
+        usable = len(datasets.train) // 4 * 4
+        indices = [i for i in range(usable) if i // 2 % 2 == rank]
+        return [datasets.train[i]["tokens"].tolist() for i in indices]
     finally:
         torch.distributed.destroy_process_group()
 

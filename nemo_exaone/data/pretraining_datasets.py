@@ -115,8 +115,8 @@ def build_pretraining_datasets(
 
     ``num_samples`` is the number of train samples, or ``(train, valid, test)``; each sample
     is ``seq_length + 1`` tokens cut across document boundaries (Megatron's packing). The
-    order is fixed by ``seed`` and the blend: use
-    :class:`nemo_exaone.data.sampling.ResumableBatchSampler` to iterate and resume.
+    order is fixed by ``seed`` and the blend: the training loop reads sample ``i`` at a
+    given number of consumed samples (:class:`nemo_exaone.training.batches.GlobalBatches`).
     ``is_built_on_rank`` defaults to every rank (pass e.g. "tensor-parallel rank 0").
     """
     ensure_dataset_helpers()
