@@ -103,7 +103,7 @@ def run_pipeline(root: Path, steps_a: int, steps_b: int) -> list[StageResult]:
         _run(_cli("data", "decontaminate", "--train", str(asset_paths()["corpus"]),
                   "--test", str(asset_paths()["benchmark_test"]), "--out", str(clean),
                   "--report", str(report), "--test-key", "question", "--test-key", "choices",
-                  "--quiet"), logs / "decontaminate.log")
+                  "--overwrite", "--quiet"), logs / "decontaminate.log")
         rep = json.loads(report.read_text())
         return f"removed {rep['removed']}, kept {rep['kept']} documents"
 
@@ -125,7 +125,7 @@ def run_pipeline(root: Path, steps_a: int, steps_b: int) -> list[StageResult]:
         n1, n2 = _split_halves(clean, data / "stage1.jsonl", data / "stage2.jsonl")
         for prefix in (stage1, stage2):
             _run(_cli("data", "preprocess", "--input", f"{prefix}.jsonl", "--output-prefix",
-                      str(prefix), "--tokenizer", str(tokenizer), "--quiet"),
+                      str(prefix), "--tokenizer", str(tokenizer), "--overwrite", "--quiet"),
                  logs / f"preprocess_{prefix.name}.log")
         tokens = [json.loads(Path(f"{p}.stats.json").read_text()).get("tokens", "?")
                   for p in (stage1, stage2)]
