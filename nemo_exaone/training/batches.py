@@ -2,10 +2,9 @@
 
 Step k of a run trains on global samples [k*G, (k+1)*G) (G = global batch size); within a
 step, micro-batch m of data-parallel rank r holds samples ``m*M*D + r*M + [0, M)`` (M micro
-batch size, D data-parallel size), the layout of Megatron's pretraining sampler and of
-:class:`nemo_exaone.data.sampling.ResumableBatchSampler`. The global batch is therefore the
-same set of samples under any TP/PP/DP layout, and the data position saved in a checkpoint
-is just ``consumed_samples``.
+batch size, D data-parallel size), the layout of Megatron's pretraining sampler. The global
+batch is therefore the same set of samples under any TP/PP/DP layout, and the data position
+saved in a checkpoint is just ``consumed_samples``.
 """
 
 from __future__ import annotations
