@@ -5,7 +5,7 @@
 #   - megatron-core pinned to a tested version ($MCORE_VERSION, default below),
 #   - hydra-core, omegaconf and antlr4-python3-runtime (sdist only on PyPI: built here, pure
 #     Python), PyYAML, safetensors, tokenizers, xxhash, psutil, tqdm, packaging,
-#   - pytest (+ pluggy, iniconfig, pytest-timeout) for the Transformer Engine tests,
+#   - pytest (+ pluggy, iniconfig, pygments, pytest-timeout) for the Transformer Engine tests,
 #   - this project's own wheel (pip wheel --no-deps).
 # Versions are the ones the CPU test environment runs. numpy is left out: every CUDA torch
 # install has one (gpu_check.sh stops, naming it, if not). Prints the total size; the device
@@ -19,7 +19,7 @@ log() { echo "[gpu-wheels] $*" >&2; }
 
 # Same versions as the CPU test environment ($PY) runs, so the GPU check tests what CI tests.
 NAMES=(hydra-core omegaconf PyYAML safetensors tokenizers xxhash psutil tqdm packaging
-       pytest pluggy iniconfig pytest-timeout)
+       pytest pluggy iniconfig pygments pytest-timeout)
 mapfile -t BINARY < <("$PY" - "${NAMES[@]}" <<'PYEOF'
 import sys
 from importlib.metadata import version
