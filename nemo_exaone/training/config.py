@@ -161,7 +161,7 @@ class LoggingConfig:
     log_interval: int = 1
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise) | bar | lines | none
     tensorboard: bool = True  # when the tensorboard package is installed
-    peak_tflops: float | None = None  # per device; null: GPU datasheet / measured CPU GEMM
+    peak_tflops: float | None = None  # per GPU / per CPU host; null: datasheet / CPU theoretical
 
 
 @dataclass

@@ -33,9 +33,10 @@ from nemo_exaone.checkpoint.training_state import (
 from nemo_exaone.config.parallel import ParallelConfig, validate_parallel, validate_precision
 from nemo_exaone.config.presets import ExaoneArch
 from nemo_exaone.runtime.machine import check_machine
+from nemo_exaone.runtime.quiet import missing_kernels_note
 from nemo_exaone.training.config import TrainingJobConfig, validate_job
 from nemo_exaone.training.flops import training_flops_per_token
-from nemo_exaone.training.metrics import MetricsLogger, truncate_metrics
+from nemo_exaone.training.metrics import MetricsLogger, checked_mfu, truncate_metrics
 from nemo_exaone.training.safety import LossSpikeDetector, NonFiniteTrainingError, nonfinite_message
 
 
@@ -268,11 +269,12 @@ class _Session:
         self._initialise_state()
         self._build_data_and_objective()
         self.flops_per_token = training_flops_per_token(arch, cfg.train.seq_length)
-        from nemo_exaone.training.peak_flops import device_peak_tflops
+        from nemo_exaone.training.peak_flops import job_peak_flops
 
-        self.peak_flops = device_peak_tflops(cfg.precision.dtype, cfg.precision.fp8,
-                                             cfg.logging.peak_tflops) * 1e12 \
-            * torch.distributed.get_world_size()
+        # The devices this job runs on (a CPU host's cores once, however many ranks share it).
+        self.peak_flops = job_peak_flops(cfg.precision.dtype, cfg.precision.fp8,
+                                         cfg.logging.peak_tflops,
+                                         torch.distributed.get_world_size())
         self.saver = CheckpointSaver(ckpt_root, arch, async_save=cfg.checkpoint.async_save,
                                      keep_last=cfg.checkpoint.keep_last)
         self.spikes = LossSpikeDetector(cfg.safety.spike_factor, cfg.safety.spike_window)
@@ -333,6 +335,9 @@ class _Session:
                        sequence_parallel=self.parallel.sequence_parallel,
                        distributed_optimizer=self.parallel.use_distributed_optimizer,
                        micro_batches_per_step=self.batches.num_microbatches)
+        note = missing_kernels_note()  # CUDA without TE: said once here; on a CPU, nothing
+        if note:
+            self.log.event("runtime", note=note)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
@@ -398,7 +403,7 @@ class _Session:
         tokens_per_s = self.cfg.train.global_batch_size * self.cfg.train.seq_length / elapsed
         record = {"step": step, "loss": out.loss, "lr": lr, "grad_norm": out.grad_norm,
                   "tokens_per_s": tokens_per_s,
-                  "mfu": tokens_per_s * self.flops_per_token / self.peak_flops,
+                  "mfu": checked_mfu(tokens_per_s * self.flops_per_token, self.peak_flops),
                   "step_time_s": elapsed, "num_tokens": out.num_tokens,
                   "consumed_samples": self.state.consumed_samples,
                   "skipped": not out.applied, "skipped_total": self.state.skipped_steps,

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,25 @@ def _si(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.1f}{unit}"
     return f"{value:.0f}"
+
+
+_MFU_WARNED: list[bool] = []
+
+
+def checked_mfu(model_flops_per_s: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation, or nan (with one warning) when it would exceed 100%: then the
+    peak is wrong (a ``logging.peak_tflops`` set too low), and a number above 1 would mislead."""
+    if not peak_flops or not math.isfinite(peak_flops) or peak_flops <= 0:
+        return float("nan")
+    value = model_flops_per_s / peak_flops
+    if value > 1.0:
+        if not _MFU_WARNED:
+            _MFU_WARNED.append(True)
+            warnings.warn(f"MFU would be {100 * value:.0f}% against a peak of "
+                          f"{peak_flops / 1e12:.3f} TFLOP/s: the peak is too low (check "
+                          "logging.peak_tflops); MFU is reported as n/a", stacklevel=2)
+        return float("nan")
+    return value
 
 
 def format_line(record: dict, max_steps: int) -> str:
