@@ -80,7 +80,14 @@ from nemo_exaone.data.jsonl import (
     iter_line_blocks,
     iter_raw_lines,
 )
-from nemo_exaone.data.window_hash import FULL_MASK, hashes_at, mix, window_hashes
+from nemo_exaone.data.window_hash import (
+    FULL_MASK,
+    hashes_at,
+    hashes_from_prefix,
+    mix,
+    prefix_sums,
+    window_hashes,
+)
 from nemo_exaone.runtime.outputs import atomic_files, check_output, refuse_overlap
 
 __all__ = [
@@ -217,18 +224,31 @@ def _maybe_present(prefilter: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(words)
 
 
+_ITEM_KEY_CHARS = 12  # K: length of the keys of whole-item matching (at most min_item_chars)
+
+
 @dataclass
 class ItemPool:
-    """Whole-item matching for test fields of ``key_chars`` (min_item_chars) to S-1 normalized
-    characters, which contribute no window: a training example is contaminated if its
-    normalized text contains such a field whole. Every start of the training text is looked
-    up by the hash of its first ``key_chars`` characters, and a hit is confirmed character
-    by character over the item's full length, inside one example."""
+    """Whole-item matching for test fields of ``min_chars`` (min_item_chars) to S-1
+    normalized characters, which contribute no window: a training example is contaminated
+    if its normalized text contains such a field whole.
 
+    An item is found through a key: the K-character piece at one of its first ``stride``
+    offsets (K = ``key_chars``, stride = ``min_chars - K + 1``; every item has all of them).
+    An occurrence at position p of the training text contains exactly one position q that
+    is a multiple of the stride in ``[p, p + stride)``, and the piece at q is the item's key
+    at offset ``q - p``: so only every stride-th position of the training text is hashed
+    and looked up (9 times fewer than every position at the default 20 characters), and a
+    hit is confirmed character by character over the whole item, inside one example.
+    """
+
+    min_chars: int
     key_chars: int
-    hashes: np.ndarray  # sorted uint64: hash of each item's first key_chars characters
-    offsets: np.ndarray  # int64 start of each item in ``text``
-    lengths: np.ndarray  # int64 normalized length of each item
+    hashes: np.ndarray  # sorted uint64: hash of each key
+    key_offsets: np.ndarray  # int64 offset of each key in its item (< stride)
+    rows: np.ndarray  # int64 item (index into ``offsets``/``lengths``) of each key
+    offsets: np.ndarray  # int64 start of each distinct item in ``text``
+    lengths: np.ndarray  # int64 normalized length of each distinct item
     items: np.ndarray  # int64 test item (index into the WindowPool's item_ids) of each
     text: np.ndarray  # codepoints of the distinct items, concatenated
     prefilter: np.ndarray | None = None
@@ -237,57 +257,69 @@ class ItemPool:
         if self.prefilter is None:
             self.prefilter = _prefilter(self.hashes)
 
+    @property
+    def stride(self) -> int:
+        return self.min_chars - self.key_chars + 1
+
     def __len__(self) -> int:
-        return len(self.hashes)
+        return len(self.offsets)
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.hashes, self.offsets, self.lengths, self.items, self.text,
-                  self.prefilter)
+        arrays = (self.hashes, self.key_offsets, self.rows, self.offsets, self.lengths,
+                  self.items, self.text, self.prefilter)
         return int(sum(a.nbytes for a in arrays))
 
-    def find_items(self, codepoints: np.ndarray, starts: np.ndarray, lengths: np.ndarray
-                   ) -> dict[int, int]:
-        """``{example index: row of the first item it contains}`` for the examples
-        ``codepoints[starts[i]: starts[i] + lengths[i]]`` (starts increasing)."""
-        if len(self.hashes) == 0 or len(codepoints) < self.key_chars:
+    def find_items(self, codepoints: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                   prefix: np.ndarray | None = None) -> dict[int, int]:
+        """``{example index: distinct item it contains}`` for the examples
+        ``codepoints[starts[i]: starts[i] + lengths[i]]`` (in order, back to back). Where an
+        example holds several, the one that starts first (then the first in test order).
+        ``prefix``: the text's :func:`prefix_sums`, when the caller has them."""
+        size, key = len(codepoints), self.key_chars
+        if len(self.hashes) == 0 or size < key:
             return {}
-        hashes = hashes_at(codepoints, None, self.key_chars)  # every start, across examples
+        positions = np.arange(0, size - key + 1, self.stride, dtype=np.int64)
+        if prefix is None:
+            prefix = prefix_sums(codepoints)
+        hashes = hashes_from_prefix(prefix, positions, key)
         maybe = _maybe_present(self.prefilter, hashes)
         left = np.searchsorted(self.hashes, hashes[maybe], side="left")
         hit = np.flatnonzero(self.hashes[np.minimum(left, len(self.hashes) - 1)]
                              == hashes[maybe])
-        found: dict[int, int] = {}
+        best: dict[int, tuple[int, int]] = {}
         ends = starts + lengths
-        for position, row in zip(maybe[hit].tolist(), left[hit].tolist()):
+        for index, row in zip(maybe[hit].tolist(), left[hit].tolist()):
+            position, value = int(positions[index]), hashes[index]
             example = int(np.searchsorted(starts, position, side="right")) - 1
-            if example in found:
-                continue
-            end = int(ends[example])
-            while row < len(self.hashes) and self.hashes[row] == hashes[position]:
-                size = int(self.lengths[row])
-                offset = int(self.offsets[row])
-                if position + size <= end and np.array_equal(
-                        codepoints[position: position + size],
-                        self.text[offset: offset + size]):
-                    found[example] = row
-                    break
+            begin, end = int(starts[example]), int(ends[example])
+            while row < len(self.hashes) and self.hashes[row] == value:
+                item = int(self.rows[row])
+                start = position - int(self.key_offsets[row])
+                size_ = int(self.lengths[item])
+                offset = int(self.offsets[item])
+                if (start >= begin and start + size_ <= end
+                        and (start, item) < best.get(example, (end, len(self.offsets)))
+                        and np.array_equal(codepoints[start: start + size_],
+                                           self.text[offset: offset + size_])):
+                    best[example] = (start, item)
                 row += 1
-        return found
+        return {example: item for example, (_, item) in best.items()}
 
-    def describe(self, row: int) -> tuple[int, str]:
-        """``(test item index, normalized item text)`` of a row."""
-        offset, size = int(self.offsets[row]), int(self.lengths[row])
+    def describe(self, item: int) -> tuple[int, str]:
+        """``(test item index, normalized item text)`` of a distinct item."""
+        offset, size = int(self.offsets[item]), int(self.lengths[item])
         text = self.text[offset: offset + size].astype("<u4").tobytes().decode("utf-32-le")
-        return int(self.items[row]), text
+        return int(self.items[item]), text
 
 
 def build_item_pool(codepoints: np.ndarray, bounds: np.ndarray, field_item: np.ndarray,
-                    key_chars: int, window: int) -> ItemPool:
+                    min_chars: int, window: int) -> ItemPool:
     """The :class:`ItemPool` of the normalized fields (``codepoints[bounds[i]:bounds[i+1]]``)
-    whose length is in ``[key_chars, window)``; identical fields are stored once."""
+    whose length is in ``[min_chars, window)``; identical fields are stored once (the first,
+    in test order)."""
     lengths = np.diff(bounds)
-    chosen = np.flatnonzero((lengths >= key_chars) & (lengths < window))
+    chosen = np.flatnonzero((lengths >= min_chars) & (lengths < window))
     seen: set[bytes] = set()
     keep: list[int] = []
     for index in chosen.tolist():
@@ -298,17 +330,21 @@ def build_item_pool(codepoints: np.ndarray, bounds: np.ndarray, field_item: np.n
     kept = np.asarray(keep, dtype=np.int64)
     item_lengths = lengths[kept].astype(np.int64)
     offsets = np.zeros(len(kept), dtype=np.int64)
+    key = min(_ITEM_KEY_CHARS, min_chars)
+    stride = min_chars - key + 1
     if len(kept):
         offsets[1:] = np.cumsum(item_lengths)[:-1]
         text = np.concatenate([codepoints[bounds[i]: bounds[i + 1]] for i in keep])
     else:
         text = np.zeros(0, dtype=np.uint32)
-    hashes = hashes_at(text, offsets, key_chars) if len(kept) else np.zeros(0, np.uint64)
+    # keys at offsets 0 .. stride-1 of every item (item-major, so ties keep test order)
+    rows = np.repeat(np.arange(len(kept), dtype=np.int64), stride)
+    key_offsets = np.tile(np.arange(stride, dtype=np.int64), len(kept))
+    hashes = hashes_at(text, offsets[rows] + key_offsets, key)
     order = np.argsort(hashes, kind="stable")
-    return ItemPool(key_chars=key_chars, hashes=hashes[order], offsets=offsets[order],
-                    lengths=item_lengths[order], items=field_item[kept][order],
-                    text=text.astype(np.uint32))
-
+    return ItemPool(min_chars=min_chars, key_chars=key, hashes=hashes[order],
+                    key_offsets=key_offsets[order], rows=rows[order], offsets=offsets,
+                    lengths=item_lengths, items=field_item[kept], text=text.astype(np.uint32))
 
 
 @dataclass
@@ -633,8 +669,9 @@ def _scan_chunk(block: LineBlock) -> _ScanResult:
     keys = _sample_keys(codepoints, starts, lengths, config)
     owners, local_starts = sample_windows(lengths, keys, config.window, config.samples)
     window_starts = starts[owners] + local_starts
+    prefix = prefix_sums(codepoints)  # one pass; the windows and the item keys hash from it
     hits, offsets = pool.find_hits(codepoints, window_starts,
-                                   hashes_at(codepoints, window_starts, config.window))
+                                   hashes_from_prefix(prefix, window_starts, config.window))
     matches: dict[int, dict] = {}
     owner_list = owners[hits].tolist() if hits else []
     for owner, offset in zip(owner_list, offsets):  # hits come in (owner, start) order
@@ -643,7 +680,7 @@ def _scan_chunk(block: LineBlock) -> _ScanResult:
             matches[owner] = {"test_set": pool.set_names[set_index], "test_item": item_id,
                               "match": "window", "matched_window": window_text}
     if pool.items is not None and len(pool.items):
-        for owner, row in pool.items.find_items(codepoints, starts, lengths).items():
+        for owner, row in pool.items.find_items(codepoints, starts, lengths, prefix).items():
             if owner not in matches:  # a window match is reported first
                 item, item_text = pool.items.describe(row)
                 matches[owner] = {"test_set": pool.set_names[int(pool.item_set[item])],
@@ -791,7 +828,7 @@ def _report(config, pool, counts, removed, train_skips, test_skips, pool_seconds
             by_item += 1
         bucket["matches"].append({k: v for k, v in entry.items() if k != "test_set"})
     megabytes = counts["train_bytes"] / 1e6
-    min_item_chars = pool.items.key_chars if pool.items is not None else 0
+    min_item_chars = pool.items.min_chars if pool.items is not None else 0
     return {
         "removed": counts["removed"],
         "removed_by_window": counts["removed"] - by_item,

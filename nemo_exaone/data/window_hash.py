@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FULL_MASK", "BASE", "mix", "powers", "hashes_at", "window_hashes"]
+__all__ = ["FULL_MASK", "BASE", "mix", "powers", "prefix_sums", "hashes_from_prefix", "hashes_at",
+           "window_hashes"]
 
 FULL_MASK = (1 << 64) - 1
 BASE = 0x9E3779B97F4A7C15  # odd, hence invertible mod 2**64 (needed by the prefix sums)
@@ -52,19 +53,27 @@ class _Powers:
 _POWERS = _Powers()
 
 
-def hashes_at(codepoints: np.ndarray, starts: np.ndarray | None, window: int) -> np.ndarray:
-    """Hashes of the ``window``-long substrings of ``codepoints`` at ``starts`` (each start
-    must leave room for a whole window), or at every start when ``starts`` is None."""
+def prefix_sums(codepoints: np.ndarray) -> np.ndarray:
+    """``P[j] = sum_{t < j} c[t] * B**-t mod 2**64`` (length ``len(codepoints) + 1``): computed
+    once, it gives the hash of any window of ``codepoints`` (:func:`hashes_from_prefix`)."""
     size = len(codepoints)
+    _, inverse = _POWERS.get(size + 1)
+    prefix = np.empty(size + 1, dtype=np.uint64)
+    prefix[0] = 0
+    with np.errstate(over="ignore"):
+        np.multiply(codepoints, inverse[:size], out=prefix[1:], dtype=np.uint64)
+        np.cumsum(prefix[1:], out=prefix[1:])
+    return prefix
+
+
+def hashes_from_prefix(prefix: np.ndarray, starts: np.ndarray | None, window: int) -> np.ndarray:
+    """:func:`hashes_at` from the text's :func:`prefix_sums`."""
+    size = len(prefix) - 1
     count = size - window + 1 if starts is None else len(starts)
     if count <= 0:
         return np.zeros(0, dtype=np.uint64)
-    base, inverse = _POWERS.get(size + 1)
+    base, _ = _POWERS.get(size + 1)
     with np.errstate(over="ignore"):
-        prefix = np.empty(size + 1, dtype=np.uint64)
-        prefix[0] = 0
-        np.multiply(codepoints, inverse[:size], out=prefix[1:], dtype=np.uint64)
-        np.cumsum(prefix[1:], out=prefix[1:])
         if starts is None:
             hashes = prefix[window:] - prefix[:count]
             hashes *= base[window - 1: size]
@@ -74,6 +83,15 @@ def hashes_at(codepoints: np.ndarray, starts: np.ndarray | None, window: int) ->
             hashes -= np.take(prefix, starts)
             hashes *= np.take(base, ends - 1)
         return mix(hashes)
+
+
+def hashes_at(codepoints: np.ndarray, starts: np.ndarray | None, window: int) -> np.ndarray:
+    """Hashes of the ``window``-long substrings of ``codepoints`` at ``starts`` (each start
+    must leave room for a whole window), or at every start when ``starts`` is None."""
+    count = len(codepoints) - window + 1 if starts is None else len(starts)
+    if count <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    return hashes_from_prefix(prefix_sums(codepoints), starts, window)
 
 
 def window_hashes(codepoints: np.ndarray, window: int) -> np.ndarray:
