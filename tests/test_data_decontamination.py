@@ -622,3 +622,20 @@ def test_whole_item_threshold_and_no_partial_or_cross_example_match(tmp_path, ca
     summary, _, kept, _ = _decontaminate_cli(tmp_path, capsys, train, tests,
                                              "--min-item-chars", "19")
     assert kept == ["first_half", "second_half"] and summary["removed_by_whole_item"] == 2
+
+
+def test_whole_items_are_found_at_every_alignment(tmp_path):
+    """Only every stride-th position is looked up: an item must be found whatever its offset
+    modulo the stride, at the start, middle or end of an example, at the minimum length."""
+    rng = random.Random(7)
+    items = ["".join(rng.choice(string.ascii_lowercase) for _ in range(n)) for n in (20, 33, 49)]
+    train = []
+    for k, item in enumerate(items):
+        for shift in range(20):
+            filler = "".join(str((shift * 3 + j) % 10) for j in range(shift))
+            text = (filler + item + "7" * (k + 1)) if shift % 2 else (filler + item)
+            train.append({"id": f"{k}-{shift}", "text": text})
+    train.append({"id": "clean", "text": items[0][:19] + "0" + items[1][1:]})
+    report, kept = _run(tmp_path, train, [[{"text": item} for item in items]])
+    assert [r["id"] for r in kept] == ["clean"]
+    assert report["removed"] == report["removed_by_whole_item"] == 60
