@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from nemo_exaone.runtime.outputs import write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 EVENTS_FILE = "events.jsonl"
@@ -43,9 +44,7 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
     if not path.is_file():
         return
     kept = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _finite_or_none(value: Any) -> Any:
