@@ -273,6 +273,8 @@ class Check:
                  if not isinstance(v, list | dict)}
         print(f"[gpu-check] {name}: {status.upper()} in {seconds:.0f}s "
               f"{json.dumps(shown) if shown else extra.get('reason', '')}", flush=True)
+        if extra.get("stderr_tail"):
+            print(extra["stderr_tail"][-1500:], flush=True)
         return entry
 
     def run(self, name: str, limit: float, *extra_args: str, cpu_only: bool = False,

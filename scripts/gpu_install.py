@@ -10,6 +10,11 @@ torch, numpy, tokenizers... are kept). Then every requirement is checked against
 importable with the target first on the path, and the modules are imported.
 
     python scripts/gpu_install.py --wheels .whl --target /tmp/site [--no-torch-ok]
+    python scripts/gpu_install.py --source-hash    # what gpu_wheels.sh records in .whl/
+
+The project's wheel must have been built from the source tree beside it (the scripts that
+drive the check come from the tree, the package from the wheel): a hash of the package
+sources recorded by gpu_wheels.sh is compared, and a stale .whl/ is refused.
 
 ``--no-torch-ok`` (rehearsal in a clean Python without torch): torch and numpy may be missing,
 as may the imports that need them; anything else missing still fails.
@@ -18,6 +23,7 @@ as may the imports that need them; anything else missing still fails.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -34,6 +40,20 @@ MACHINE_PROVIDED = {"torch", "numpy", "huggingface-hub"}
 IMPORTS = ["yaml", "omegaconf", "hydra", "safetensors", "tokenizers", "xxhash", "psutil", "tqdm",
            "packaging", "pytest", "nemo_exaone", "nemo_exaone.conf", "numpy", "torch",
            "megatron.core", "nemo_exaone.model.builder", "nemo_exaone.training.loop"]
+
+
+SOURCE_HASH_FILE = "nemo_exaone.source-sha256"
+
+
+def source_hash(root: Path) -> str:
+    """sha256 over pyproject.toml and every package file (caches excluded), path-sorted."""
+    digest = hashlib.sha256()
+    files = [root / "pyproject.toml"] + sorted(
+        f for f in (root / "nemo_exaone").rglob("*")
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def canonical(name: str) -> str:
@@ -115,10 +135,24 @@ print(json.dumps({"problems": problems, "imports": imports}))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheels", type=Path, required=True)
-    parser.add_argument("--target", type=Path, required=True)
+    parser.add_argument("--wheels", type=Path)
+    parser.add_argument("--target", type=Path)
     parser.add_argument("--no-torch-ok", action="store_true")
+    parser.add_argument("--source-hash", action="store_true",
+                        help="print the hash of the package sources and exit")
     args = parser.parse_args()
+    root = Path(__file__).resolve().parents[1]
+    if args.source_hash:
+        print(source_hash(root))
+        return 0
+    if args.wheels is None or args.target is None:
+        parser.error("--wheels and --target are required")
+    recorded = args.wheels / SOURCE_HASH_FILE
+    if not recorded.exists() or recorded.read_text().strip() != source_hash(root):
+        print(f"gpu_install: {args.wheels} was not built from this source tree ("
+              f"{recorded.name} {'differs' if recorded.exists() else 'is missing'}); run "
+              "scripts/gpu_wheels.sh again", file=sys.stderr)
+        return 1
     args.target = args.target.resolve()
     wheels = sorted(args.wheels.resolve().glob("*.whl"))
     names = [wheel_name(w)[0] for w in wheels]

@@ -54,11 +54,12 @@ for f in "$DEST.partial"/*.whl; do
     *) echo "gpu_wheels: $(basename "$f") is not for CPython 3.12" >&2; exit 1 ;;
   esac
 done
+"$PY" "$ROOT/scripts/gpu_install.py" --source-hash > "$DEST.partial/nemo_exaone.source-sha256"
 rm -rf "$DEST"
 mv "$DEST.partial" "$DEST"
 ls -1 "$DEST" >&2
 BYTES="$(du -cb "$DEST"/*.whl | tail -1 | cut -f1)"
-log "$(ls "$DEST" | wc -l) wheels, $((BYTES / 1024)) KiB in $DEST"
+log "$(ls "$DEST"/*.whl | wc -l) wheels, $((BYTES / 1024)) KiB in $DEST"
 if (( BYTES > 48 * 1024 * 1024 )); then
   echo "gpu_wheels: $DEST is $((BYTES / 1048576)) MiB; the device tool carries 64 MiB with the tree" >&2
   exit 1

@@ -59,3 +59,15 @@ def test_wheel_requirements_reads_the_metadata(gpu_install, tmp_path):
     assert gpu_install.wheel_name(wheel) == ("omegaconf", "2.3.1")
     assert gpu_install.wheel_requirements(wheel) == ["antlr4-python3-runtime==4.9.*",
                                                      "PyYAML>=5.1.0"]
+
+
+def test_source_hash_tracks_the_package_sources(gpu_install, tmp_path):
+    (tmp_path / "nemo_exaone" / "conf").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "nemo_exaone" / "conf" / "tiny_cpu.yaml").write_text("train: {}\n")
+    before = gpu_install.source_hash(tmp_path)
+    (tmp_path / "nemo_exaone" / "__pycache__").mkdir()
+    (tmp_path / "nemo_exaone" / "__pycache__" / "x.cpython-312.pyc").write_bytes(b"\0")
+    assert gpu_install.source_hash(tmp_path) == before  # caches do not make a wheel stale
+    (tmp_path / "nemo_exaone" / "conf" / "tiny_cpu.yaml").write_text("train: {max_steps: 2}\n")
+    assert gpu_install.source_hash(tmp_path) != before
