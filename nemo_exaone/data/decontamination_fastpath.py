@@ -7,9 +7,10 @@ passes, and fall back to that simple code wherever a shortcut would not be exact
 
 * :func:`parse_jsonl_block` decodes the block's UTF-8 once and runs the ``json`` module's
   own scanner line by line; a line it cannot take whole (bad JSON, leading/trailing
-  whitespace, not an object, missing or non-string text) is handed to ``decode_record`` /
-  ``get_text`` so errors read exactly as before. Blocks with ``\\r`` or a byte-order mark,
-  or that are not valid UTF-8 as a whole, are parsed line by line as before.
+  whitespace, not an object, missing or non-string text, and, in a block that holds a
+  ``\\uD800``-``\\uDFFF`` escape, text with an unpaired surrogate) is handed to
+  ``decode_record`` / ``get_text`` so errors read exactly as before. Blocks with ``\\r`` or a
+  byte-order mark, or that are not valid UTF-8 as a whole, are parsed line by line as before.
 * :func:`normalize_batch` maps every character through one table (casefolded code point if
   it is a letter or digit, 0 if it is dropped). This equals NFKC + casefold + ``isalnum``
   for text made only of characters that NFKC provably leaves alone (quick-check "yes",
