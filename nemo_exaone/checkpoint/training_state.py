@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from nemo_exaone.checkpoint.errors import CheckpointError
+from nemo_exaone.checkpoint.identity import IdentitySource, write_identity
 from nemo_exaone.checkpoint.locate import LATEST_FILE, checkpoint_name, clean_temporaries
 from nemo_exaone.checkpoint.mcore_checkpoint import (
     apply_model_state,
@@ -191,6 +192,7 @@ class CheckpointSaver:
                  keep_last: int | None = None) -> None:
         self.root = Path(root)
         self.arch = arch
+        self.identity: IdentitySource | None = None  # HF files every checkpoint carries
         self.keep_last = keep_last
         self.async_save = bool(async_save)
         self._queue = None
@@ -226,6 +228,7 @@ class CheckpointSaver:
             if rank() == 0:
                 (tmp / TRAINING_METADATA_NAME).write_text(json.dumps(meta, indent=2) + "\n")
                 write_model_metadata(tmp, self.arch, chunks, writer="nemo_exaone.training")
+                write_identity(tmp, self.identity)  # carried from import to export
                 verify_before_publish(tmp)
                 publish_directory(tmp, final)
                 write_text_atomic(self.root / LATEST_FILE, final.name + "\n")

@@ -54,8 +54,26 @@ class ModelConfig:
     recompute_num_layers: int | None = None
     spec: str | None = None  # null: Transformer Engine on CUDA, local spec otherwise
 
-    def build_arch(self) -> ExaoneArch:
-        return resolve_arch(self.preset, self.arch, "model.arch")
+    def build_arch(self, init_checkpoint: str | None = None) -> ExaoneArch:
+        """The run's architecture. ``preset: from_checkpoint`` takes the one recorded in
+        ``init_checkpoint``; any other preset must agree with that checkpoint on every field
+        ``arch`` does not override (RoPE and special token ids included)."""
+        from nemo_exaone.checkpoint.identity import (
+            FROM_CHECKPOINT,
+            check_preset_matches_checkpoint,
+            checkpoint_arch,
+        )
+
+        if self.preset == FROM_CHECKPOINT:
+            if not init_checkpoint:
+                raise ConfigError(f"model.preset={FROM_CHECKPOINT} takes the architecture from "
+                                  "init.checkpoint, which is not set")
+            base = checkpoint_arch(init_checkpoint)
+            return resolve_arch(FROM_CHECKPOINT, self.arch, "model.arch", base=base)
+        arch = resolve_arch(self.preset, self.arch, "model.arch")
+        if init_checkpoint:
+            check_preset_matches_checkpoint(arch, init_checkpoint, set(self.arch or {}))
+        return arch
 
 
 @dataclass
@@ -218,21 +236,23 @@ class TrainingJobConfig:
 _ARCH_FIELDS = ARCH_FIELD_NAMES  # hf_* bookkeeping (spelling of the source) is not overridable
 
 
-def resolve_arch(preset: str, overrides: dict[str, Any], where: str) -> ExaoneArch:
-    """``get_preset(preset)`` with ``overrides`` applied; unknown fields are named.
+def resolve_arch(preset: str, overrides: dict[str, Any], where: str,
+                 base: ExaoneArch | None = None) -> ExaoneArch:
+    """``get_preset(preset)`` (or ``base``) with ``overrides`` applied; unknown fields are named.
 
     Any invalid value (an unknown preset, a field the architecture refuses) is a
     :class:`ConfigError` naming ``where``."""
     try:
-        return _resolve_arch(preset, overrides, where)
+        return _resolve_arch(preset, overrides, where, base)
     except ConfigError:
         raise
     except ValueError as exc:
         raise ConfigError(f"{where} (preset {preset!r}): {exc}") from exc
 
 
-def _resolve_arch(preset: str, overrides: dict[str, Any], where: str) -> ExaoneArch:
-    arch = get_preset(preset)
+def _resolve_arch(preset: str, overrides: dict[str, Any], where: str,
+                  base: ExaoneArch | None) -> ExaoneArch:
+    arch = base if base is not None else get_preset(preset)
     changes = dict(overrides or {})
     unknown = sorted(set(changes) - set(_ARCH_FIELDS))
     if unknown:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from nemo_exaone.checkpoint.identity import identity_for_run
 from nemo_exaone.checkpoint.locate import checkpoint_step, locate_checkpoint, newest_intact
 from nemo_exaone.checkpoint.mcore_checkpoint import load_stage_weights
 from nemo_exaone.checkpoint.training_state import (
@@ -65,7 +66,7 @@ def validate_for_launch(cfg: TrainingJobConfig, world_size: int) -> tuple[Exaone
                                                                            ParallelConfig]:
     """All checks that need no process group: fail in seconds, with the field named."""
     validate_job(cfg)
-    arch = cfg.model.build_arch()
+    arch = cfg.model.build_arch(cfg.init.checkpoint)
     parallel = effective_parallel(cfg)
     validate_parallel(arch, parallel, world_size, seq_length=cfg.train.seq_length)
     validate_precision(cfg.precision)
@@ -277,6 +278,11 @@ class _Session:
                                          torch.distributed.get_world_size())
         self.saver = CheckpointSaver(ckpt_root, arch, async_save=cfg.checkpoint.async_save,
                                      keep_last=cfg.checkpoint.keep_last)
+        # Every checkpoint carries the HF identity (config, tokenizer, remote code) of the one
+        # this run resumes or starts from, or the tokenizer of a run from a preset.
+        self.saver.identity = identity_for_run(self.resume_path or self.init_path,
+                                               self.tokenizer_dir)
+        self.log.event("hf_identity", origin=getattr(self.saver.identity, "origin", None))
         self.spikes = LossSpikeDetector(cfg.safety.spike_factor, cfg.safety.spike_window)
         last = str(resume_path) if resume_path else None
         self.result = TrainResult(state=self.state, resumed_from=last, last_checkpoint=last)
@@ -325,6 +331,7 @@ class _Session:
 
         cfg = self.cfg
         source, summary = _build_source(cfg, self.arch, Path(cfg.run.dir))
+        self.tokenizer_dir = getattr(summary, "tokenizer_dir", None)
         self.log.event("data", **dataclasses.asdict(summary))
         self.objective, self.extra_keys = _build_objective(cfg, self.parallel, self.log)
         self.batches = GlobalBatches(
