@@ -369,16 +369,51 @@ class Check:
         self.report["summary"] = {"failed": bad, "skipped": [
             p["phase"] for p in self.report["phases"] if p["status"] == "skipped"]}
         self.save()
+        print(markdown(self.report), flush=True)
         print(f"[gpu-check] {'FAILED: ' + ', '.join(bad) if bad else 'all phases passed'}"
               f" (skipped: {', '.join(self.report['summary']['skipped']) or 'none'});"
               f" results in {self.out}", flush=True)
         return 1 if bad else 0
 
 
+def markdown(report: dict) -> str:
+    """The figures of a results file as Markdown, for benchmarks/RESULTS.md."""
+    phases = {p["phase"]: p for p in report["phases"]}
+    env = phases.get("env", {}).get("result", {})
+    device = env.get("device") or ("CPU" if report["mode"] == "cpu-rehearsal" else "?")
+    lines = [f"GPU check ({report['mode']}, {report['started'][:10]}): {device}, "
+             f"torch {env.get('torch', '?')}, megatron-core {env.get('megatron_core', '?')}, "
+             f"Transformer Engine: {env.get('transformer_engine', '?')}", "",
+             "| phase | status | s | figures |", "|---|---|---|---|"]
+    for p in report["phases"]:
+        r = p.get("result", {})
+        if p["phase"] == "forward" and r:
+            fig = (f"max/mean abs d logp {r['max_abs_diff']:.4f}/{r['mean_abs_diff']:.5f} "
+                   f"(tol {FORWARD_MAX_TOL}/{FORWARD_MEAN_TOL}), KL {r['kl_mean']:.2e}, "
+                   f"top-1 {r['top1_agreement']:.3f}")
+        elif p["phase"] == "train" and r:
+            fig = f"max abs d loss {r['max_abs_diff']:.4f} (tol {r['tolerance']})"
+        elif p["phase"].startswith("mfu") and r:
+            fig = "; ".join(
+                f"{row['precision']}: {row['tokens_per_s']:.0f} tok/s, "
+                f"{row['model_tflops_per_gpu']:.1f} TFLOP/s"
+                + (f", MFU {100 * row['mfu_vs_bf16_peak']:.1f}%" if row["mfu_vs_bf16_peak"]
+                   else "")
+                + (f", {row['max_memory_gib']:.1f} GiB" if row["max_memory_gib"] else "")
+                for row in r["rows"])
+        else:
+            fig = p.get("reason") or r.get("summary", "") or (p.get("stderr_tail") or "")[-120:]
+        lines.append(f"| {p['phase']} | {p['status']} | {p['seconds']:.0f} | "
+                     f"{str(fig).replace('|', '/').strip()} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/gpu_check/gpu_check.json")
     parser.add_argument("--cpu-rehearsal", action="store_true")
+    parser.add_argument("--markdown", metavar="JSON",
+                        help="print the figures of a results file as Markdown and exit")
     parser.add_argument("--budget-s", type=float, default=450.0,
                         help="wall-clock budget for all phases; later phases are skipped")
     parser.add_argument("--mfu-limit-s", type=float, default=150.0)
@@ -405,6 +440,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     if args.phase:
         from nemo_exaone.commands.hydra_app import quiet_library_warnings
 
