@@ -381,7 +381,10 @@ BAD_LINES = [b"", b"   ", b"{broken", b'{"text": 3}', b'{"other": "x"}', b"[1, 2
              b'{"text": "\\u00e9 \\ud55c \\n escaped"}', b'{"text": "bad \xff utf8"}',
              b'{"text": ["a"]}', b'{"text": "x", "text": "dup"}', b'{"a": [', b'1]}',
              b'{"text": "ok", "id": 12345678901234567890123}', b'{"text": NaN}',
-             b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", b'{"text": "\xef\xbb\xbfbom inside"}']
+             b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", b'{"text": "\xef\xbb\xbfbom inside"}',
+             # unpaired surrogates are bad; a pair, or an escaped backslash before "ud800", is not
+             b'{"text": "lone \\ud800 high"}', b'{"text": "\\uDC00 low"}',
+             b'{"text": "pair \\ud83d\\ude00 fine"}', b'{"text": "not one: \\\\ud800"}']
 
 
 def _random_block_data(rng: random.Random, lines: int) -> bytes:
