@@ -15,8 +15,9 @@ Phases, in order:
                   recorded as skipped, with the import error
 
 ``--cpu-rehearsal`` runs the same code with the "device" being the CPU (bf16 there too) and
-tiny sizes, to prove the driver on a machine without a GPU. Exit status 0 when no phase
-failed (skips do not fail the check).
+tiny sizes, to prove the driver on a machine without a GPU. Exit status 0 when every phase
+passed or was skipped for want of Transformer Engine; a phase that failed, errored, timed out
+or did not run (budget spent, its reference failed) fails the check.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ class Check:
             phase: str | None = None) -> dict:
         left = self.deadline - time.monotonic()
         if left < min(limit, 30):
-            return self.record(name, "skipped", 0.0, reason=f"budget: {left:.0f}s left")
+            return self.record(name, "not_run", 0.0, reason=f"budget: {left:.0f}s left")
         result_path = Path(self.args.workdir) / f"{name}.result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase or name,
                "--result", str(result_path), *self.common_args(), *extra_args]
@@ -350,12 +351,12 @@ class Check:
         if ref["status"] == "passed":
             self.run("forward", 180)
         else:
-            self.record("forward", "skipped", 0.0, reason="forward-ref did not pass")
+            self.record("forward", "not_run", 0.0, reason="forward-ref did not pass")
         ref = self.run("train-ref", 240, cpu_only=True)
         if ref["status"] == "passed":
             self.run("train", 240)
         else:
-            self.record("train", "skipped", 0.0, reason="train-ref did not pass")
+            self.record("train", "not_run", 0.0, reason="train-ref did not pass")
         te = bool(env.get("result", {}).get("transformer_engine_available"))
         precisions = "bf16,fp8" if te else "bf16"
         shapes = ["rehearsal-tiny"] if self.args.cpu_rehearsal else list(MFU_SHAPES)
@@ -365,7 +366,7 @@ class Check:
         self.te_tests(env)
         self.report["finished"] = True
         bad = [p["phase"] for p in self.report["phases"]
-               if p["status"] in ("failed", "error", "timeout")]
+               if p["status"] in ("failed", "error", "timeout", "not_run")]
         self.report["summary"] = {"failed": bad, "skipped": [
             p["phase"] for p in self.report["phases"] if p["status"] == "skipped"]}
         self.save()
