@@ -18,9 +18,15 @@ MISSING_KERNEL_MESSAGES: tuple[str, ...] = (
 )
 
 
+# Megatron-Core 0.16's TransformerConfig warns about its own default cuda_graph_scope on every
+# model or layout it builds (conversion, training); we never set it.
+DEFAULT_NOISE_MESSAGES: tuple[str, ...] = ("full scope is deprecated",)
+
+
 def quiet_missing_kernel_warnings() -> None:
-    """Silence Megatron-Core's missing-kernel warnings in this process (idempotent)."""
-    for message in MISSING_KERNEL_MESSAGES:
+    """Silence Megatron-Core's missing-kernel warnings (and its warning about its own default
+    CUDA-graph scope) in this process (idempotent)."""
+    for message in MISSING_KERNEL_MESSAGES + DEFAULT_NOISE_MESSAGES:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
 
 
