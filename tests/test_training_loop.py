@@ -257,12 +257,17 @@ def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir
     for name in "abcd":
         assert len(out[name]) == 3 and all(r["loss"] == r["loss"] for r in out[name])
     init_b = next(e for e in read_jsonl(runs["b"] / "events.jsonl") if e["event"] == "init_weights")
+    said = next(e for e in read_jsonl(runs["b"] / "events.jsonl")
+                if e["event"] == "init_checkpoint")  # a run directory: which checkpoint, why
+    assert said["path"].endswith("iter_0000003") and "run directory" in said["note"]
     assert any("rope_theta" in change for change in init_b["arch_changes"])
     data_b = next(e for e in read_jsonl(runs["b"] / "events.jsonl") if e["event"] == "data")
     assert len(data_b["prefixes"]) == 2 and data_b["weights"][1] == pytest.approx(0.25)
     assert [r["lr"] for r in out["c"]] == pytest.approx([1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
     assert "loss/lm" in out["d"][0]  # the student's plain CE, logged beside the AFM loss
-    assert "different architecture" in out["refusal"] and "num_layers" in out["refusal"]
+    # a preset that does not describe init.checkpoint: refused naming the field
+    assert "does not describe init.checkpoint" in out["refusal"]
+    assert "num_layers" in out["refusal"]
     for plain, recomputed in zip(out["a"], out["recompute"]):
         assert recomputed["loss"] == pytest.approx(plain["loss"], abs=1e-6)
     assert [r["loss"] for r in out["a"]] == [r["loss"] for r in out["async"]]

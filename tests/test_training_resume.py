@@ -22,7 +22,7 @@ from nemo_exaone.checkpoint.locate import (
 from nemo_exaone.training.metrics import read_jsonl
 
 QUICK = ["train.seq_length=64", "train.micro_batch_size=4", "train.global_batch_size=8",
-         "logging.progress=none", "logging.tensorboard=false", "checkpoint.async_save=false"]
+         "logging.log_interval=1", "logging.progress=none", "logging.tensorboard=false", "checkpoint.async_save=false"]
 
 
 def _train(run_dir: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -161,3 +161,15 @@ def test_stale_checkpoint_temporaries_are_removed_but_not_this_process(tmp_path)
     assert sorted(p.name for p in clean_temporaries(tmp_path)) == sorted(
         p.name for p in (stale, legacy, pointer))
     assert [p.name for p in tmp_path.iterdir()] == [mine.name]
+
+
+def test_export_takes_a_run_directory_and_says_which_checkpoint(trained, tmp_path):
+    run = trained[0]
+    result = subprocess.run([sys.executable, "-m", "nemo_exaone.cli", "convert", "mcore-to-hf",
+                             "--ckpt", str(run), "--out", str(tmp_path / "hf"), "--quiet"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    newest = run / "checkpoints" / "iter_0000004"
+    assert f"using checkpoint {newest} (the latest intact checkpoint of run directory" \
+        in result.stdout
+    assert (tmp_path / "hf" / "config.json").is_file()

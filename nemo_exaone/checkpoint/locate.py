@@ -35,10 +35,14 @@ def checkpoint_step(path: Path) -> int:
     return int(read_training_metadata(path)["train_state"]["step"])
 
 
+_DESCRIPTORS = ("metadata.json", "nemo_exaone.json", "nemo_exaone_training.json")
+
+
 def is_checkpoint_dir(path: Path) -> bool:
-    """A directory that holds one checkpoint (as opposed to a run or a checkpoint root)."""
-    return any((path / name).is_file() for name in ("metadata.json", "common.pt", ".metadata",
-                                                     "nemo_exaone.json"))
+    """A directory that holds one checkpoint (as opposed to a run or a checkpoint root),
+    complete or not."""
+    return any((path / name).is_file() for name in (*_DESCRIPTORS, "common.pt", ".metadata")) \
+        or any(path.glob("*.distcp"))
 
 
 def check_intact(path: Path) -> None:
@@ -49,6 +53,7 @@ def check_intact(path: Path) -> None:
     import torch
 
     from nemo_exaone.checkpoint.metadata import (
+        METADATA_NAME,
         TRAINING_METADATA_NAME,
         read_metadata,
         read_training_metadata,
@@ -67,11 +72,8 @@ def check_intact(path: Path) -> None:
     except Exception as exc:  # torch raises several kinds for a cut or garbled archive
         raise CheckpointError(f"{common} is unreadable (truncated or corrupt: "
                               f"{type(exc).__name__}: {exc})") from exc
-    try:
+    if (path / METADATA_NAME).exists():  # absent: a foreign checkpoint, the loader decides
         read_metadata(path)
-    except FileNotFoundError as exc:
-        if not (path / TRAINING_METADATA_NAME).exists():  # older training checkpoints
-            raise CheckpointError(str(exc)) from None
     if (path / TRAINING_METADATA_NAME).exists():
         read_training_metadata(path)
 
@@ -168,7 +170,10 @@ def locate_checkpoint(path: str | os.PathLike) -> Located:
         raise CheckpointError(f"checkpoint path {given} is a file; pass a run directory, its "
                               "checkpoints/ folder, or a checkpoint (iter_N) directory")
     if is_checkpoint_dir(given):
-        check_intact(given)
+        # Writers add these last: without them it is an unfinished write, which the loader
+        # refuses with its own message; with them, every file they list must be whole.
+        if any((given / name).is_file() for name in _DESCRIPTORS):
+            check_intact(given)
         return Located(given, note=f"using checkpoint {given}")
     for root, what in ((given, "checkpoint folder"), (given / "checkpoints", "run directory")):
         if not root.is_dir() or not ((root / LATEST_FILE).exists() or checkpoints_in(root)):

@@ -24,10 +24,13 @@ def _hf_to_mcore(args: argparse.Namespace) -> int:
 
 
 def _mcore_to_hf(args: argparse.Namespace) -> int:
+    from nemo_exaone.checkpoint.locate import locate_checkpoint
     from nemo_exaone.checkpoint.mcore_to_hf import convert_mcore_to_hf
 
+    found = locate_checkpoint(args.ckpt)  # a run directory, its checkpoints/ or iter_N
+    print(found.note, flush=True)
     report = convert_mcore_to_hf(
-        args.ckpt, args.out, tokenizer_dir=args.tokenizer, hf_config=args.hf_config,
+        found.path, args.out, tokenizer_dir=args.tokenizer, hf_config=args.hf_config,
         max_shard_size=args.max_shard_size, dtype=args.dtype, overwrite=args.overwrite,
         progress=False if args.quiet else None)
     print(report.summary())
@@ -65,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     to_hf = sub.add_parser(
         "mcore-to-hf", help="Megatron distributed checkpoint -> HF EXAONE 3.x (safetensors)")
-    to_hf.add_argument("--ckpt", required=True, help="Megatron distributed checkpoint directory")
+    to_hf.add_argument("--ckpt", required=True,
+                       help="a checkpoint (iter_N or converted) directory, a training run "
+                            "directory or its checkpoints/ folder (their latest intact one)")
     to_hf.add_argument("--tokenizer", default=None,
                        help="directory with tokenizer files to copy (default: the HF source "
                             "directory recorded in the checkpoint, if it still exists)")
