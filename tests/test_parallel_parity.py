@@ -8,6 +8,7 @@ import pytest
 
 from nemo_exaone.config.parallel import ParallelConfig
 from nemo_exaone.runtime.launch import spawn_local
+from nemo_exaone.training.optimizer import OptimizerSettings
 from nemo_exaone.training.parity import ParityConfig, run_parity_training
 
 STEPS = 3
@@ -24,8 +25,9 @@ def reference() -> dict[str, list[float]]:
     base = ParityConfig(steps=STEPS)
     vpp = ParityConfig(steps=STEPS, num_microbatches=4)
     dp = ParityConfig(steps=STEPS, micro_batch_size=4)
-    [runs] = spawn_local(_run_all, 1, [base, vpp, dp])
-    return {"base": runs[0], "vpp": runs[1], "dp": runs[2]}
+    frozen = ParityConfig(steps=STEPS, optimizer=OptimizerSettings(lr=0.0, min_lr=0.0))
+    [runs] = spawn_local(_run_all, 1, [base, vpp, dp, frozen])
+    return {"base": runs[0], "vpp": runs[1], "dp": runs[2], "frozen": runs[3]}
 
 
 def _losses(parallel: ParallelConfig, **kw) -> list[list[float]]:
@@ -40,7 +42,12 @@ def _assert_close(got: list[float], want: list[float]) -> None:
 
 
 def test_reference_learns(reference):
-    assert all(loss > 0 for loss in reference["base"])
+    """The updates lower the loss: on the same batches, the trained model's steps 2-3 lose
+    less than the untouched initial model's (lr=0); measured 0.0074 lower in total."""
+    base, frozen = reference["base"], reference["frozen"]
+    assert base[0] == frozen[0]  # step 1 runs before any update
+    assert all(b < f for b, f in zip(base[1:], frozen[1:])), (base, frozen)
+    assert sum(frozen[1:]) - sum(base[1:]) > 5e-3, (base, frozen)
 
 
 def test_tp2_sequence_parallel_matches_tp1(reference):
