@@ -101,6 +101,7 @@ def test_export_config_is_exaone_in_lg_spelling_with_what_the_run_changed():
     assert config["model_type"] == "exaone" and config["architectures"] == ["ExaoneForCausalLM"]
     assert config["num_hidden_layers"] == 2 and config["max_position_embeddings"] == 32768
     assert config["tie_word_embeddings"] is True and "auto_map" not in config
+    assert "id2label" not in config and "return_dict" not in config  # no bookkeeping keys
     again = ExaoneArch.from_hf_config(config)
     assert again.rope_theta == 1000000.0 and again.rope_scaling == SCALING
     # without a stored source config: LG's spelling, which LG's remote code and transformers

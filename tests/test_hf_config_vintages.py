@@ -225,6 +225,19 @@ def test_a_field_that_cannot_be_placed_is_named(change, message):
         read_hf_config(config, "some/config.json")
 
 
+def test_lg_30_class_attributes_at_their_defaults_are_carried_others_refused():
+    from nemo_exaone.config.hf_config import LG_LEGACY_DEFAULTS
+
+    # what config.to_dict() of LG's 3.0 remote class lists beside the real fields
+    config = {**LG_JSON, **LG_LEGACY_DEFAULTS, "pruned_heads": {}}
+    arch = ExaoneArch.from_hf_config(config)
+    assert arch.hf_differences(_reference()) == [] and arch.hf_extra["rotary_pct"] == 0.25
+    with pytest.raises(HFConfigError, match="rotary_pct=0.5"):
+        read_hf_config({**config, "rotary_pct": 0.5})
+    with pytest.raises(HFConfigError, match="pruned_heads"):
+        read_hf_config({**config, "pruned_heads": {"0": [1]}})
+
+
 def test_harmless_unknown_fields_are_carried():
     config = {**LG_JSON, "unsloth_version": "2024.9", "output_hidden_states": False}
     arch = ExaoneArch.from_hf_config(config)

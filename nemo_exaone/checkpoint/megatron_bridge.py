@@ -62,10 +62,13 @@ def hf_config_to_arch(config: Any, config_path: str | os.PathLike | None = None
         return ExaoneArch.from_hf_config(json.loads(path.read_text()), path=str(path))
     if isinstance(config, Mapping):
         return ExaoneArch.from_hf_config(dict(config), path="HF config dict")
-    if not hasattr(config, "to_dict"):
+    # to_diff_dict() is what save_pretrained writes as config.json (the form the reader knows;
+    # no bookkeeping keys); to_dict() where a config class lacks it.
+    method = next((m for m in ("to_diff_dict", "to_dict") if hasattr(config, m)), None)
+    if method is None:
         raise TypeError(f"cannot read an HF config from {type(config).__name__}")
-    return ExaoneArch.from_hf_config(config.to_dict(),
-                                     path=f"{type(config).__name__}.to_dict()")
+    return ExaoneArch.from_hf_config(getattr(config, method)(),
+                                     path=f"{type(config).__name__}.{method}()")
 
 
 def config_path_of(hf_pretrained: Any) -> Path | None:

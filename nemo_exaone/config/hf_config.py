@@ -72,10 +72,21 @@ AGREED_DEFAULTS: dict[str, Any] = {
 # Keys that would change the model: accepted only with the value EXAONE 3.x has.
 NEUTRAL: dict[str, tuple[Any, ...]] = {
     "attention_bias": (False,), "mlp_bias": (False,), "pretraining_tp": (1, None),
-    "partial_rotary_factor": (1.0, None), "rotary_pct": (1.0, None), "sliding_window": (None,),
+    "partial_rotary_factor": (1.0, None), "sliding_window": (None,),
     "use_sliding_window": (False, None), "max_window_layers": (None,),
     "quantization_config": (None,), "attn_logit_softcapping": (None,),
-    "final_logit_softcapping": (None,), "logit_scale": (None, 1.0),
+    "final_logit_softcapping": (None,), "logit_scale": (None, 1.0), "pruned_heads": ({}, None),
+}
+
+# Vestigial attributes of LG's EXAONE 3.0 remote class (``config.to_dict()`` lists them; its
+# modeling code does not read them; a saved config.json leaves them out at these defaults).
+# At these values they are carried; any other value has no known meaning and is refused.
+LG_LEGACY_DEFAULTS: dict[str, Any] = {
+    "rotary_pct": 0.25, "resid_dropout": 0.0, "use_logit_cap": False, "ln_no_scale": False,
+    "use_gated": False, "use_emb_norm": False, "use_rotary_pos": False, "rotary_type": None,
+    "scaling_factor": 1, "use_absolute_pos": True, "use_extra_logit": True,
+    "rotary_expand_length": None, "rotary_base": 10000.0, "use_qkv_fuse": False,
+    "rescale_before_lm_head": True,
 }
 
 # Words that mark a key as architectural: an unknown key containing one is refused rather than
@@ -271,7 +282,11 @@ def read_hf_config(config: Mapping[str, Any], path: str = "config.json") -> HFRe
     for key, value in config.items():
         if key in consumed:
             continue
-        if key in NEUTRAL:
+        if key in LG_LEGACY_DEFAULTS:
+            if value != LG_LEGACY_DEFAULTS[key]:
+                raise _err(path, f"{key}={value!r}: an attribute of LG's EXAONE 3.0 class that "
+                                 f"its model ignores only at {LG_LEGACY_DEFAULTS[key]!r}")
+        elif key in NEUTRAL:
             if value not in NEUTRAL[key]:
                 raise _err(path, f"{key}={value!r}: EXAONE 3.x has "
                                  f"{key}={NEUTRAL[key][0]!r}; this model cannot be built")
