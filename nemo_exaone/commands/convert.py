@@ -72,8 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a checkpoint (iter_N or converted) directory, a training run "
                             "directory or its checkpoints/ folder (their latest intact one)")
     to_hf.add_argument("--tokenizer", default=None,
-                       help="directory with tokenizer files to copy (default: the HF source "
-                            "directory recorded in the checkpoint, if it still exists)")
+                       help="directory whose tokenizer files replace the checkpoint's "
+                            "(default: the tokenizer the checkpoint carries from import or "
+                            "training; for older checkpoints, their recorded HF source)")
     to_hf.add_argument("--hf-config", default=None,
                        help="config.json to use for checkpoints without nemo_exaone.json")
     to_hf.add_argument("--max-shard-size", default="5GB", help="largest shard (default 5GB)")
