@@ -189,3 +189,52 @@ def test_missing_tokenizer_dir_is_refused(tiny, tmp_path, capsys):
                    "--tokenizer", str(tmp_path / "no_such_tokenizer"))
     assert f"--tokenizer {tmp_path / 'no_such_tokenizer'}: no such directory" in err
     assert not out.exists()
+
+
+# A conversion that stops before writing its first chunk until the test creates the file
+# argv[1]: the real CLI, lock and publication; only the moment is chosen by the test.
+HELD_WRITER = """
+import sys, time
+from pathlib import Path
+import nemo_exaone.checkpoint.hf_to_mcore as hf_to_mcore
+from nemo_exaone.cli import main
+
+release, real = Path(sys.argv[1]), hf_to_mcore.chunk_of
+
+def chunk_of(full, chunk):
+    while not release.exists():
+        time.sleep(0.02)
+    return real(full, chunk)
+
+hf_to_mcore.chunk_of = chunk_of
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_two_conversions_to_one_output_publish_one_complete_checkpoint(tiny, tmp_path):
+    """The reproduction from issue 8: a second run to the same --out while the first is
+    writing. Before, it took over the first run's temporary directory; now it is refused,
+    naming the first, and the first publishes a checkpoint that holds every shard."""
+    from nemo_exaone.checkpoint.verify import verify_dist_checkpoint
+
+    hf, _ = tiny
+    out, release = tmp_path / "mcore", tmp_path / "release"
+    args = ["convert", "hf-to-mcore", "--hf", str(hf), "--out", str(out), "--quiet"]
+    first = subprocess.Popen([sys.executable, "-c", HELD_WRITER, str(release), *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        # the first run holds the lock and has begun writing (into a hidden directory)
+        while not [d for d in out.parent.glob(f".{out.name}.*") if d.is_dir()]:
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = _cli(*args[1:])
+        assert second.returncode == 2, second.stderr
+        assert f"is being written by pid {first.pid} on host" in second.stderr
+    finally:
+        release.touch()
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+        first.stderr.close()
+    assert len(verify_dist_checkpoint(out)) > 10
+    assert not _temporaries(out) and not (tmp_path / ".mcore.lock").exists()
