@@ -40,12 +40,20 @@ def test_whole_document_blend_with_replay_keeps_documents_and_weights(tmp_path):
     replayed = 0
     for i in range(40):
         sample = source[i]
-        real = sample["loss_mask"].bool()
-        # positions restart at every document; loss never crosses one
-        starts = (sample["position_ids"] == 0).nonzero().flatten().tolist()
-        assert starts[0] == 0
-        replayed += int(sample["tokens"][0].item() % 1000 >= 500)
-        assert real.sum() > 0
+        tokens, labels = sample["tokens"], sample["labels"]
+        counted = sample["loss_mask"].bool()
+        real = sample["document_ids"] >= 0  # -1 on padding
+        # loss never crosses a document: every counted label is the next token of the same
+        # document (token 1000*d + k is followed by 1000*d + k + 1), never the first token
+        # of the next document or padding
+        assert counted.sum() > 0 and not counted[~real].any()
+        assert torch.equal(labels[counted], tokens[counted] + 1)
+        # ... and each document's last token, whose label starts the next one, is not counted
+        last = real & (labels != tokens + 1)
+        assert not counted[last].any()
+        # positions restart at 0 in every document (position k holds token ...k, +500 replayed)
+        assert torch.equal(sample["position_ids"][real], tokens[real] % 1000 % 500)
+        replayed += int(tokens[0].item() % 1000 >= 500)
     assert replayed == 10
     again, _ = build_sample_source(data, 32, get_preset("tiny"), tmp_path, 100)
     assert all(torch.equal(again[i]["tokens"], source[i]["tokens"]) for i in range(20))
