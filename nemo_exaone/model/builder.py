@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from nemo_exaone.config.errors import ConfigError
 from nemo_exaone.config.parallel import (
     ParallelConfig,
     PrecisionConfig,
@@ -32,6 +33,10 @@ class ModelOptions:
     recompute_method: str | None = None  # with "full": "uniform" | "block"
     recompute_num_layers: int | None = None
     init_method_std: float | None = None  # None: arch.initializer_range
+    # torch.compile each decoder layer: fuses the elementwise work between the GEMMs
+    # (RMSNorm, RoPE, SwiGLU, residual adds; forward and backward). Local spec, TP=1; the
+    # first step pays the compilation (tens of seconds on a CPU).
+    compile: bool = False
     extra_config: dict = field(default_factory=dict)  # raw TransformerConfig overrides
 
 
@@ -109,6 +114,39 @@ def transformer_config(
     return TransformerConfig(**kwargs)
 
 
+def check_compile(options: ModelOptions, parallel: ParallelConfig) -> None:
+    """Refuse ``compile`` where it has not been verified against the eager model."""
+    if not options.compile:
+        return
+    spec_name = options.spec or default_spec_name()
+    if spec_name != "local":
+        raise ConfigError("model.compile=true applies to the local layer spec; the Transformer "
+                          "Engine spec already runs fused kernels (set model.compile=false)")
+    if parallel.tensor_model_parallel_size != 1:
+        raise ConfigError(
+            "model.compile=true is verified at tensor_model_parallel_size=1 only (got "
+            f"{parallel.tensor_model_parallel_size}); set model.compile=false with tensor "
+            "parallelism")
+
+
+def compile_layers(model) -> None:
+    """``torch.compile`` every decoder layer of ``model`` in place.
+
+    Compiling per layer (not the whole model) keeps one graph that every layer reuses and
+    leaves the embedding, output layer and loss eager; state-dict keys do not change.
+    Megatron-Core's row-parallel linear issues a deprecation warning (``tp_group`` is None)
+    on every forward; a warning inside a traced region splits each layer into many small
+    graphs, so compiled code skips ``warnings.warn``.
+    """
+    import warnings
+
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.ignore_logging_functions.add(warnings.warn)
+    for layer in model.decoder.layers:
+        layer.compile(dynamic=False)
+
+
 def build_model(
     arch: ExaoneArch,
     parallel: ParallelConfig | None = None,
@@ -129,6 +167,7 @@ def build_model(
     parallel = parallel or ParallelConfig()
     options = options or ModelOptions()
     validate_parallel(arch, parallel, torch.distributed.get_world_size())
+    check_compile(options, parallel)
     config = transformer_config(arch, parallel, precision, options,
                                 perform_initialization=perform_initialization and not meta_device)
     if meta_device:
@@ -157,6 +196,8 @@ def build_model(
             rope_scaling_factor=arch.rope_scaling_factor or 8.0,
             vp_stage=vp_stage,
         )
+    if options.compile and not meta_device:
+        compile_layers(model)
     return model
 
 

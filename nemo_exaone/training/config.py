@@ -53,6 +53,9 @@ class ModelConfig:
     recompute_method: str | None = None  # with full: uniform | block
     recompute_num_layers: int | None = None
     spec: str | None = None  # null: Transformer Engine on CUDA, local spec otherwise
+    # torch.compile each decoder layer (fused RMSNorm/RoPE/SwiGLU; local spec, TP=1). Faster
+    # steps after a compilation of tens of seconds at the first step.
+    compile: bool = False
 
     def build_arch(self, init_checkpoint: str | None = None) -> ExaoneArch:
         """The run's architecture. ``preset: from_checkpoint`` takes the one recorded in

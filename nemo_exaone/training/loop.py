@@ -71,6 +71,9 @@ def validate_for_launch(cfg: TrainingJobConfig, world_size: int) -> tuple[Exaone
     validate_parallel(arch, parallel, world_size, seq_length=cfg.train.seq_length)
     validate_precision(cfg.precision)
     check_machine(parallel, cfg.precision)
+    from nemo_exaone.model.builder import check_compile
+
+    check_compile(_model_options(cfg), parallel)
     dp = parallel.data_parallel_size(world_size)
     per_step = cfg.train.micro_batch_size * dp
     if cfg.train.global_batch_size % per_step:
@@ -98,6 +101,7 @@ def _model_options(cfg: TrainingJobConfig):
         recompute_granularity=cfg.model.recompute_granularity,
         recompute_method=cfg.model.recompute_method,
         recompute_num_layers=cfg.model.recompute_num_layers,
+        compile=cfg.model.compile,
         extra_config={"calculate_per_token_loss": True},
     )
 
