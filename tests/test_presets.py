@@ -82,7 +82,9 @@ def test_unknown_preset_lists_choices():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"model_type": "exaone4"}, "model_type='exaone4'"),
+    ({"model_type": "exaone5"}, "model_type='exaone5'.*'exaone4' \\(4.0\\)"),
+    # An EXAONE 3.x config relabelled 4.0 is read as 4.0 and refused for its 3.x spelling.
+    ({"model_type": "exaone4"}, "missing required field.*num_hidden_layers"),
     ({"activation_function": "gelu"}, "activation_function='gelu'"),
     ({"num_key_value_heads": 5}, "num_attention_heads=32 is not divisible by num_key_value_heads=5"),
     ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_type='yarn'"),

@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 
 from nemo_exaone.checkpoint.errors import CheckpointError
-from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, exaone_dims
+from nemo_exaone.checkpoint.exaone4_hf import hf_table
+from nemo_exaone.checkpoint.exaone_hf import exaone_dims
 from nemo_exaone.checkpoint.mapping import BoundMapping, WeightTable
 from nemo_exaone.checkpoint.metadata import check_same_arch
 from nemo_exaone.checkpoint.safetensors_io import SafetensorsSource
-from nemo_exaone.config.hf_config import describe_rope, read_hf_config
+from nemo_exaone.config.exaone4_config import read_hf_config_any
+from nemo_exaone.config.hf_config import describe_rope
 from nemo_exaone.config.presets import ExaoneArch, get_preset
 
 CONFIG_NAME = "config.json"
@@ -52,7 +54,7 @@ def describe_hf_config(hf_dir: str | os.PathLike, arch: ExaoneArch) -> list[str]
     path = Path(hf_dir) / CONFIG_NAME
     lines = []
     if path.exists():
-        reading = read_hf_config(json.loads(path.read_text()), str(path))
+        reading = read_hf_config_any(json.loads(path.read_text()), str(path))
         lines.append(f"config.json vintage: {reading.vintage}")
         lines += reading.notes
     else:
@@ -64,12 +66,12 @@ class HFSource:
     """Validated HF weights of ``arch``; yields full (TP=1) Megatron tensors per mapping."""
 
     def __init__(self, hf_dir: str | os.PathLike, arch: ExaoneArch,
-                 table: WeightTable = EXAONE_HF_TABLE) -> None:
+                 table: WeightTable | None = None) -> None:
         self.directory = Path(hf_dir)
         self.arch = arch
-        self.table = table
+        self.table = table or hf_table(arch)
         self.dims = exaone_dims(arch)
-        self.bound = table.bind(self.dims)
+        self.bound = self.table.bind(self.dims)
         self.weights = SafetensorsSource(hf_dir)
         self._validate()
 
@@ -79,8 +81,8 @@ class HFSource:
             return f"config.json says num_layers={self.arch.num_layers}"
         if name == "lm_head.weight":
             return f"config.json says tie_word_embeddings={self.arch.tie_word_embeddings}"
-        return ("the EXAONE 3.x layout of config.json's architecture needs it" if missing
-                else "not part of the EXAONE 3.x layout")
+        return (f"the {self.table.name} layout of config.json's architecture needs it"
+                if missing else f"not part of the {self.table.name} layout")
 
     def _validate(self) -> None:
         tensors = self.weights.tensors

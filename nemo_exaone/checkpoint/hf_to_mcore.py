@@ -19,8 +19,8 @@ import torch
 from nemo_exaone.checkpoint.dcp_io import ChunkSpec, write_dcp
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
 from nemo_exaone.checkpoint.errors import CheckpointError
+from nemo_exaone.checkpoint.exaone4_hf import hf_table
 from nemo_exaone.checkpoint.exaone_hf import (
-    EXAONE_HF_TABLE,
     IDENTITY_DIR,
     copy_identity,
     identity_files,
@@ -108,7 +108,7 @@ def convert_hf_to_mcore(
     dtype: str = "keep",
     overwrite: bool = False,
     progress: bool | None = None,
-    table: WeightTable = EXAONE_HF_TABLE,
+    table: WeightTable | None = None,
     max_chunk_bytes: int = 256 * 2**20,
 ) -> ConversionReport:
     """Convert an HF EXAONE 3.x checkpoint into a Megatron distributed checkpoint.
@@ -125,6 +125,7 @@ def convert_hf_to_mcore(
                       world_size=tensor_parallel * pipeline_parallel)
     cast = parse_dtype(dtype)
     check_output(out_dir, overwrite, flag="--out")
+    table = table or hf_table(arch)  # the layout of arch's family (model_type)
     source = HFSource(hf_dir, arch, table)
     layout = megatron_layout(arch, table)
     bound = {b.megatron: b for b in source.bound}

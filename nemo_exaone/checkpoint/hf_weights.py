@@ -12,7 +12,7 @@ import os
 import torch
 
 from nemo_exaone.checkpoint.errors import CheckpointError
-from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE
+from nemo_exaone.checkpoint.exaone4_hf import hf_table
 from nemo_exaone.checkpoint.hf_source import HFSource, read_hf_arch
 from nemo_exaone.checkpoint.mapping import WeightTable
 from nemo_exaone.checkpoint.metadata import check_same_arch
@@ -24,7 +24,7 @@ def load_hf_weights(
     model_chunks: list,
     hf_dir: str | os.PathLike,
     arch: ExaoneArch | None = None,
-    table: WeightTable = EXAONE_HF_TABLE,
+    table: WeightTable | None = None,
 ) -> None:
     """Copy an HF checkpoint into this rank's model chunks (every rank calls it).
 
@@ -38,6 +38,7 @@ def load_hf_weights(
     found = read_hf_arch(hf_dir)
     if arch is not None:
         check_same_arch(arch, found, f"{hf_dir}/config.json")
+    table = table or hf_table(found)  # the layout of the checkpoint's family
     source = HFSource(hf_dir, found, table)
     by_megatron = {b.megatron: b for b in source.bound}
     tied = table.tied_megatron_names()

@@ -18,8 +18,8 @@ import torch
 from nemo_exaone.checkpoint.dcp_io import DistCheckpointReader
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
 from nemo_exaone.checkpoint.errors import CheckpointError
+from nemo_exaone.checkpoint.exaone4_hf import hf_table
 from nemo_exaone.checkpoint.exaone_hf import (
-    EXAONE_HF_TABLE,
     config_changes,
     copy_identity,
     exaone_dims,
@@ -88,7 +88,7 @@ def convert_mcore_to_hf(
     dtype: str = "keep",
     overwrite: bool = False,
     progress: bool | None = None,
-    table: WeightTable = EXAONE_HF_TABLE,
+    table: WeightTable | None = None,
 ) -> ConversionReport:
     """Export a Megatron checkpoint (from ``hf-to-mcore`` or training) as an HF checkpoint.
 
@@ -123,6 +123,7 @@ def convert_mcore_to_hf(
     check_output(out_dir, overwrite, flag="--out")
     reader = DistCheckpointReader(ckpt_dir)
     dims = exaone_dims(arch)
+    table = table or hf_table(arch)  # the layout of arch's family (model_type)
     bound = table.bind(dims)
     layout = megatron_layout(arch, table)
     check_layout_covers(layout, [b.megatron for b in bound])

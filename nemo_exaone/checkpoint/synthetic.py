@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, exaone_dims
+from nemo_exaone.checkpoint.exaone4_hf import hf_table
+from nemo_exaone.checkpoint.exaone_hf import exaone_dims
 from nemo_exaone.checkpoint.safetensors_io import ShardedSafetensorsWriter, TensorEntry
 from nemo_exaone.config.presets import ExaoneArch
 
@@ -29,7 +30,7 @@ def random_hf_tensor(name: str, shape: tuple[int, ...], dtype: torch.dtype, seed
 
 def hf_entries(arch: ExaoneArch, dtype: torch.dtype) -> list[TensorEntry]:
     """Names and shapes of an EXAONE HF checkpoint, in file order."""
-    bound = EXAONE_HF_TABLE.bind(exaone_dims(arch))
+    bound = hf_table(arch).bind(exaone_dims(arch))
     return [TensorEntry(name, dtype, shape) for b in bound
             for name, shape in zip(b.targets, b.target_shapes)]
 

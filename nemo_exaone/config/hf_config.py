@@ -216,8 +216,8 @@ def read_hf_config(config: Mapping[str, Any], path: str = "config.json") -> HFRe
         raise _err(path, f"expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type", "exaone")
     if model_type != "exaone":
-        hint = ("EXAONE 4.0 ('exaone4') is not supported yet" if str(model_type).startswith(
-            "exaone") else "a Llama-renamed EXAONE ('llama') has other weight names; convert "
+        hint = ("the supported EXAONE model types are 'exaone' (3.x) and 'exaone4' (4.0)"
+                if str(model_type).startswith("exaone") else "a Llama-renamed EXAONE ('llama') has other weight names; convert "
             "the original EXAONE checkpoint")
         raise _err(path, f"model_type={model_type!r}: expected 'exaone' (EXAONE 3.x); {hint}")
     fields: dict[str, Any] = {}

@@ -17,7 +17,6 @@ from typing import Any
 from nemo_exaone.config.hf_config import (
     SCALAR_FIELDS,
     HFConfigError,
-    read_hf_config,
     render_rope,
 )
 
@@ -85,6 +84,47 @@ PRESET_TABLE: dict[str, dict[str, Any]] = {
     ),
 }
 
+# llama3-style RoPE scaling of both EXAONE 4.0 sizes (factor 16 over the same 8192 base).
+LLAMA3_ROPE_SCALING_40: dict[str, Any] = dict(LLAMA3_ROPE_SCALING_35, factor=16.0)
+
+# Keys both published EXAONE 4.0 config.json files have with the same value (transformers'
+# Exaone4Config spelling; no remote code).
+_PUBLISHED_COMMON_40: dict[str, Any] = {
+    "architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4", "attention_dropout": 0.0,
+    "bos_token_id": 1, "eos_token_id": 361, "pad_token_id": 0, "hidden_act": "silu",
+    "initializer_range": 0.02, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0,
+    "rope_scaling": LLAMA3_ROPE_SCALING_40, "torch_dtype": "bfloat16", "use_cache": True,
+    "vocab_size": 102400,
+}
+_LLLG = ["sliding_attention"] * 3 + ["full_attention"]
+
+PRESET_TABLE.update({
+    # Global attention with RoPE in every layer (sliding_window null), tied embeddings.
+    "exaone4.0-1.2b": dict(
+        _PUBLISHED_COMMON_40, num_hidden_layers=30, hidden_size=2048, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=64, intermediate_size=4096,
+        max_position_embeddings=65536, tie_word_embeddings=True, sliding_window=None,
+        sliding_window_pattern=None, layer_types=["full_attention"] * 30,
+    ),
+    # Hybrid "LLLG": three 4096-token sliding-window layers with RoPE, one global layer
+    # without RoPE.
+    "exaone4.0-32b": dict(
+        _PUBLISHED_COMMON_40, num_hidden_layers=64, hidden_size=5120, num_attention_heads=40,
+        num_key_value_heads=8, head_dim=128, intermediate_size=27392,
+        max_position_embeddings=131072, tie_word_embeddings=False, sliding_window=4096,
+        sliding_window_pattern="LLLG", layer_types=_LLLG * 16,
+    ),
+    # Debug flavour of 4.0 (ours): the 32B's layout (hybrid LLLG, QK-norm, post-norm, untied)
+    # at CPU size, with a window (16) shorter than the training sequences.
+    "tiny4": dict(
+        {k: v for k, v in _PUBLISHED_COMMON_40.items() if k != "torch_dtype"},
+        num_hidden_layers=4, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, intermediate_size=176, max_position_embeddings=1024,
+        tie_word_embeddings=False, sliding_window=16, sliding_window_pattern="LLLG",
+        layer_types=list(_LLLG), vocab_size=2048,
+    ),
+})
+
 # Fields that are bookkeeping about the HF spelling, not the architecture.
 HF_BOOKKEEPING_FIELDS: tuple[str, ...] = ("name", "hf_extra", "hf_omitted", "hf_format")
 
@@ -112,6 +152,13 @@ class ExaoneArch:
     initializer_range: float = 0.02
     attention_dropout: float = 0.0
     embed_dropout: float = 0.0
+    # The HF model family (``exaone``: 3.x, ``exaone4``: 4.0); picks the config reader, the
+    # layer spec and the weight table (see nemo_exaone.config.exaone4_config).
+    model_type: str = "exaone"
+    # EXAONE 4.0: tokens a sliding layer sees (itself included) and each layer's kind
+    # ("sliding_attention" / "full_attention"); None for 3.x.
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] | None = None
     name: str = "custom"
     # HF config entries we do not interpret (auto_map, torch_dtype, ...), kept for export.
     hf_extra: dict[str, Any] = field(default_factory=dict)
@@ -139,6 +186,9 @@ class ExaoneArch:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} is not divisible by "
                 f"num_key_value_heads={self.num_key_value_heads} (GQA needs whole groups)")
+        from nemo_exaone.config.exaone4_config import validate_family
+
+        validate_family(self)
         if self.activation_function != "silu":
             raise ValueError(f"activation_function={self.activation_function!r} is not supported:"
                              " EXAONE 3.x uses 'silu' (SwiGLU)")
@@ -180,13 +230,19 @@ class ExaoneArch:
                        path: str = "config.json") -> ExaoneArch:
         """Build from an HF ``config.json`` dict of an EXAONE 3.x checkpoint, any vintage
         (LG's remote class, transformers 4.x or >= 5); ``path`` names the source in errors."""
-        reading = read_hf_config(config, path)
+        from nemo_exaone.config.exaone4_config import read_hf_config_any
+
+        reading = read_hf_config_any(config, path)
         return cls(name=name, hf_extra=reading.extra, hf_omitted=reading.omitted,
                    hf_format=reading.format, **reading.fields)
 
     def to_hf_config(self) -> dict[str, Any]:
         """HF ``config.json`` dict (model_type ``exaone``), spelled as the source was (LG's
         spelling for presets), so reading it back gives this architecture exactly."""
+        from nemo_exaone.config.exaone4_config import HF_WRITERS
+
+        if self.model_type in HF_WRITERS:
+            return HF_WRITERS[self.model_type](self)
         out: dict[str, Any] = {"architectures": ["ExaoneForCausalLM"], "model_type": "exaone"}
         out.update(copy.deepcopy(self.hf_extra))
         for key in SCALAR_FIELDS:
@@ -200,7 +256,8 @@ class ExaoneArch:
     def hf_differences(self, other: ExaoneArch) -> list[str]:
         """``field: A != B`` for every modelled field (RoPE and token ids included) that differs."""
         out = []
-        for key in SCALAR_FIELDS + ("rope_theta", "rope_scaling"):
+        for key in SCALAR_FIELDS + ("rope_theta", "rope_scaling", "model_type",
+                                    "sliding_window", "layer_types"):
             mine, theirs = getattr(self, key), getattr(other, key)
             if isinstance(mine, float) or isinstance(theirs, float):
                 same = mine is not None and theirs is not None and float(mine) == float(theirs)

@@ -21,7 +21,8 @@ from nemo_exaone.config.parallel import (
     validate_precision,
 )
 from nemo_exaone.config.presets import ExaoneArch
-from nemo_exaone.model.spec import SpecName, decoder_block_spec, default_spec_name
+from nemo_exaone.model.families import layer_family
+from nemo_exaone.model.spec import SpecName, default_spec_name
 
 
 @dataclass
@@ -110,6 +111,7 @@ def transformer_config(
             fp8_amax_compute_algo=precision.fp8_amax_compute_algo,
             fp8_param=precision.fp8_param_gather,
         )
+    kwargs.update(layer_family(arch).config_kwargs(arch))  # EXAONE 4.0: QK-norm, windows
     kwargs.update(options.extra_config)
     return TransformerConfig(**kwargs)
 
@@ -182,7 +184,8 @@ def build_model(
     with device_ctx:
         model = GPTModel(
             config=config,
-            transformer_layer_spec=decoder_block_spec(config, spec_name, vp_stage=vp_stage),
+            transformer_layer_spec=layer_family(arch).block_spec(config, spec_name,
+                                                                 vp_stage=vp_stage),
             vocab_size=arch.vocab_size,
             max_sequence_length=arch.max_position_embeddings,
             pre_process=pre,
