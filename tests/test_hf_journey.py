@@ -126,3 +126,20 @@ def test_explicit_preset_that_differs_from_the_checkpoint_is_refused(source, tmp
     arch = taken.model.build_arch(taken.init.checkpoint)
     assert (arch.num_layers, arch.vocab_size, arch.rope_theta) == (2, arch.vocab_size, 1e6)
     assert arch.rope_scaling == SCALING and arch.tie_word_embeddings is True
+
+
+def test_a_run_from_a_preset_carries_its_own_tokenizer_to_the_export(tmp_path):
+    from transformers import AutoTokenizer
+
+    from nemo_exaone.checkpoint.mcore_to_hf import convert_mcore_to_hf
+
+    cfg = _compose([
+        f"run.dir={tmp_path / 'run'}", f"data.prepare_dir={tmp_path / 'data'}",
+        "train.max_steps=1", "train.seq_length=32", "train.micro_batch_size=2",
+        "train.global_batch_size=2", "schedule.warmup_steps=0", "checkpoint.save_interval=0",
+        "checkpoint.async_save=false", "logging.progress=none", "logging.tensorboard=false"])
+    [trained] = spawn_local(_train, 1, cfg)
+    report = convert_mcore_to_hf(trained["checkpoint"], tmp_path / "out", progress=False)
+    assert "no tokenizer files" not in report.summary()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert len(tok) == 2048 and tok.decode(tok("안녕 hello")["input_ids"]).endswith("hello")
