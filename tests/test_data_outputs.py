@@ -5,6 +5,8 @@ output that is an input (or a folder holding one) is refused before any work, ev
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +145,27 @@ def test_preprocess_refuses_an_output_over_its_input_and_needs_overwrite(tmp_pat
     assert (tmp_path / "out.idx").read_bytes() == b"an older dataset"
     assert main(["data", *argv, "--overwrite", "--quiet"]) == 0
     assert json.loads((tmp_path / "out.stats.json").read_text())["documents"] == 2
+
+
+def test_an_inconsistent_dataset_is_not_published(tmp_path, tokenizer_dir, monkeypatch):
+    """preprocess checks the finished .bin/.idx against what it wrote before renaming them;
+    here the builder loses the last token (as a short write would)."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from nemo_exaone.data import preprocess as module
+
+    data = _jsonl(tmp_path / "train.jsonl", ["one document", "two documents"])
+    real_finalize = IndexedDatasetBuilder.finalize
+
+    def short_finalize(self, idx_path):
+        real_finalize(self, idx_path)
+        bin_path = Path(self.data_file.name)
+        os.truncate(bin_path, bin_path.stat().st_size - 1)
+
+    monkeypatch.setattr(IndexedDatasetBuilder, "finalize", short_finalize)
+    config = module.PreprocessConfig([str(data)], str(tmp_path / "out"), str(tokenizer_dir),
+                                     workers=0, show_progress=False)
+    with pytest.raises(RuntimeError, match=r"out: the dataset is inconsistent, not published: "
+                                           r"\.bin holds \d+ bytes, \d+ tokens of 2 bytes"):
+        module.preprocess(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]

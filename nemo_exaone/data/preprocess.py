@@ -270,8 +270,11 @@ def preprocess(config: PreprocessConfig) -> PreprocessResult:
             if mask_builder is not None:
                 mask_builder.data_file.close()
         token_builder.finalize(str(temps[1]))
+        check_indexed_dataset(temps[0], temps[1], result.documents, result.tokens, prefix)
         if mask_builder is not None:
             mask_builder.finalize(str(temps[3]))
+            check_indexed_dataset(temps[2], temps[3], result.documents, result.tokens,
+                                  mask_prefix(prefix))
         result.seconds = time.perf_counter() - started
         stats = {**result.as_dict(), "mode": config.mode, "inputs": list(config.inputs),
                  "tokenizer_dir": str(config.tokenizer_dir), "vocab_size": tokenizer.vocab_size,
@@ -279,6 +282,39 @@ def preprocess(config: PreprocessConfig) -> PreprocessResult:
         Path(temps[-1]).write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n",
                                    encoding="utf-8")
     return result
+
+
+_IDX_MAGIC = b"MMIDIDX\x00\x00"  # Megatron's indexed-dataset header, version 1 follows
+
+
+def check_indexed_dataset(bin_path: str | Path, idx_path: str | Path, documents: int,
+                          tokens: int, name: str) -> None:
+    """Before publishing: the ``.idx`` describes ``documents`` one-sequence documents and the
+    ``.bin`` holds exactly their ``tokens`` (sizes from Megatron's format), else raise."""
+    import struct
+
+    from megatron.core.datasets.indexed_dataset import DType
+
+    with open(idx_path, "rb") as handle:
+        head = handle.read(34)
+    if len(head) < 34 or head[:9] != _IDX_MAGIC or struct.unpack("<Q", head[9:17])[0] != 1:
+        raise RuntimeError(f"{name}.idx: not a version-1 Megatron index as written")
+    itemsize = DType.size(DType.dtype_from_code(head[17]))
+    sequences, document_entries = struct.unpack("<QQ", head[18:34])
+    idx_size = 34 + 12 * sequences + 8 * document_entries
+    problems = []
+    if sequences != documents or document_entries != documents + 1:
+        problems.append(f"index lists {sequences} sequences / {document_entries - 1} documents, "
+                        f"{documents} were written")
+    if Path(idx_path).stat().st_size != idx_size:
+        problems.append(f".idx holds {Path(idx_path).stat().st_size} bytes, its header implies "
+                        f"{idx_size}")
+    if Path(bin_path).stat().st_size != tokens * itemsize:
+        problems.append(f".bin holds {Path(bin_path).stat().st_size} bytes, {tokens} tokens of "
+                        f"{itemsize} bytes were written")
+    if problems:
+        raise RuntimeError(f"{name}: the dataset is inconsistent, not published: "
+                           + "; ".join(problems))
 
 
 def _write_chunk(encoded: _EncodedChunk, token_builder, mask_builder,
