@@ -67,3 +67,12 @@ def test_fp8_twenty_steps_within_two_percent_of_bf16(recipe):
         precision=PrecisionConfig(dtype="bf16", fp8=True, fp8_recipe=recipe), **common))
     for a, b in zip(fp8, bf16):
         assert abs(a["loss"] - b["loss"]) <= 0.02 * abs(b["loss"]), (a, b)
+    # Both runs must learn, FP8 nearly as much as BF16: a run that stays near its first loss
+    # is not "within 2%" of anything useful. (CPU fp32, same settings: 7.60 -> 6.90 mean of
+    # the first/last four steps.)
+    def drop(run: list[dict]) -> float:
+        losses = [m["loss"] for m in run]
+        return sum(losses[:4]) / 4 - sum(losses[-4:]) / 4
+
+    assert drop(bf16) > 0.3, [m["loss"] for m in bf16]
+    assert drop(fp8) > 0.8 * drop(bf16), ([m["loss"] for m in fp8], [m["loss"] for m in bf16])
