@@ -27,13 +27,19 @@ from nemo_exaone.checkpoint.exaone_hf import (
     identity_files,
     tokenizer_files,
 )
-from nemo_exaone.checkpoint.metadata import ARCH_FIELDS, METADATA_NAME, read_metadata
+from nemo_exaone.checkpoint.metadata import (
+    ARCH_FIELDS,
+    METADATA_NAME,
+    SHAPE_FIELDS,
+    read_metadata,
+)
 from nemo_exaone.config.errors import ConfigError
 from nemo_exaone.config.presets import ExaoneArch
 
 FROM_CHECKPOINT = "from_checkpoint"
 # What an explicit preset must agree on with the checkpoint it starts from (unless the run
-# overrides the field on purpose, e.g. RoPE and context length in a continued stage).
+# overrides a field on purpose, e.g. RoPE and context length in a continued stage; shapes
+# never).
 IDENTITY_FIELDS: tuple[str, ...] = ARCH_FIELDS + (
     "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")
 
@@ -113,11 +119,13 @@ def _same(a: Any, b: Any) -> bool:
 def check_preset_matches_checkpoint(arch: ExaoneArch, init_checkpoint: str | os.PathLike,
                                     overridden: set[str]) -> None:
     """Refuse a preset (plus overrides) that disagrees with the checkpoint it starts from on
-    any field of :data:`IDENTITY_FIELDS` the run does not override, naming every one."""
+    any field of :data:`IDENTITY_FIELDS`, naming every one. A field the run overrides may
+    differ unless it fixes tensor shapes (a new stage starts from the checkpoint's weights)."""
     found = checkpoint_arch(init_checkpoint)
+    free = overridden - set(SHAPE_FIELDS)
     diffs = [f"{f}: preset {arch.name!r} has {getattr(arch, f)!r}, checkpoint has "
              f"{getattr(found, f)!r}" for f in IDENTITY_FIELDS
-             if f not in overridden and not _same(getattr(arch, f), getattr(found, f))]
+             if f not in free and not _same(getattr(arch, f), getattr(found, f))]
     if diffs:
         raise ConfigError(
             f"model.preset={arch.name!r} does not describe init.checkpoint={init_checkpoint}: "
