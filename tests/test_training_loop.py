@@ -222,8 +222,13 @@ def _stage_chain(configs: list, recompute, async_cfg, converted) -> dict:
     return out
 
 
-def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir):
-    runs = {stage: tmp_path / stage for stage in ("a", "b", "c", "d")}
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory, prepare_dir) -> dict:
+    """The four stages chained (a -> b -> c -> d), stage (a) again with full recompute and with
+    asynchronous checkpoints, a stage from an HF-converted checkpoint, and a refused init: one
+    spawned process for all of them; each test below checks one behaviour."""
+    root = tmp_path_factory.mktemp("stages")
+    runs = {stage: root / stage for stage in ("a", "b", "c", "d")}
     base = QUICK + [f"data.prepare_dir={prepare_dir}", "train.max_steps=3"]
     configs = [
         compose_job("tiny_cpu", base + [f"run.dir={runs['a']}", "run.name=a"]),
@@ -238,45 +243,75 @@ def test_every_stage_runs_and_chains_from_the_previous_one(tmp_path, prepare_dir
             "distill.loss=afm"]),
     ]
     recompute = compose_job("tiny_cpu", base + [
-        f"run.dir={tmp_path / 'a_recompute'}", "model.recompute_granularity=full",
+        f"run.dir={root / 'a_recompute'}", "model.recompute_granularity=full",
         "model.recompute_method=uniform", "model.recompute_num_layers=1"])
     async_cfg = compose_job("tiny_cpu", base + [
-        f"run.dir={tmp_path / 'a_async'}", "checkpoint.async_save=true",
+        f"run.dir={root / 'a_async'}", "checkpoint.async_save=true",
         "checkpoint.save_interval=2"])
     from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
     from nemo_exaone.checkpoint.synthetic import write_random_hf_checkpoint
     from nemo_exaone.config.presets import get_preset
 
-    write_random_hf_checkpoint(tmp_path / "hf", get_preset("tiny"), seed=3)
-    convert_hf_to_mcore(tmp_path / "hf", tmp_path / "converted", progress=False)
+    write_random_hf_checkpoint(root / "hf", get_preset("tiny"), seed=3)
+    convert_hf_to_mcore(root / "hf", root / "converted", progress=False)
     converted = compose_job("tiny_cpu_continued", base + [
-        f"run.dir={tmp_path / 'from_hf'}", f"init.checkpoint={tmp_path / 'converted'}",
+        f"run.dir={root / 'from_hf'}", f"init.checkpoint={root / 'converted'}",
         "train.max_steps=2", "train.seq_length=128", "train.micro_batch_size=2",
         "train.global_batch_size=4"])
     [out] = spawn_local(_stage_chain, 1, configs, recompute, async_cfg, converted)
+    return {"out": out, "runs": runs}
+
+
+def _event(run_dir: Path, name: str) -> dict:
+    return next(e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == name)
+
+
+def test_every_stage_runs_three_finite_steps(stages):
     for name in "abcd":
-        assert len(out[name]) == 3 and all(r["loss"] == r["loss"] for r in out[name])
-    init_b = next(e for e in read_jsonl(runs["b"] / "events.jsonl") if e["event"] == "init_weights")
-    said = next(e for e in read_jsonl(runs["b"] / "events.jsonl")
-                if e["event"] == "init_checkpoint")  # a run directory: which checkpoint, why
+        assert len(stages["out"][name]) == 3
+        assert all(r["loss"] == r["loss"] for r in stages["out"][name])
+
+
+def test_continued_stage_starts_from_the_pretraining_run(stages):
+    run_b = stages["runs"]["b"]
+    said = _event(run_b, "init_checkpoint")  # a run directory: which checkpoint, why
     assert said["path"].endswith("iter_0000003") and "run directory" in said["note"]
-    assert any("rope_theta" in change for change in init_b["arch_changes"])
-    data_b = next(e for e in read_jsonl(runs["b"] / "events.jsonl") if e["event"] == "data")
+    assert any("rope_theta" in change for change in _event(run_b, "init_weights")["arch_changes"])
+    data_b = _event(run_b, "data")
     assert len(data_b["prefixes"]) == 2 and data_b["weights"][1] == pytest.approx(0.25)
-    assert [r["lr"] for r in out["c"]] == pytest.approx([1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
-    assert "loss/lm" in out["d"][0]  # the student's plain CE, logged beside the AFM loss
-    # a preset that does not describe init.checkpoint: refused naming the field
-    assert "does not describe init.checkpoint" in out["refusal"]
-    assert "num_layers" in out["refusal"]
-    for plain, recomputed in zip(out["a"], out["recompute"]):
+
+
+def test_anneal_stage_decays_linearly_to_zero(stages):
+    assert [r["lr"] for r in stages["out"]["c"]] == pytest.approx([1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
+
+
+def test_distill_stage_logs_the_students_plain_cross_entropy(stages):
+    assert "loss/lm" in stages["out"]["d"][0]  # beside the AFM loss
+
+
+def test_init_from_a_checkpoint_of_another_model_is_refused_naming_the_field(stages):
+    refusal = stages["out"]["refusal"]
+    assert "does not describe init.checkpoint" in refusal and "num_layers" in refusal
+
+
+def test_full_activation_recompute_gives_the_same_losses(stages):
+    out = stages["out"]
+    for plain, recomputed in zip(out["a"], out["recompute"], strict=True):
         assert recomputed["loss"] == pytest.approx(plain["loss"], abs=1e-6)
+
+
+def test_async_checkpoints_train_identically_and_resume(stages):
+    out = stages["out"]
     assert [r["loss"] for r in out["a"]] == [r["loss"] for r in out["async"]]
     assert [r["step"] for r in out["async_resumed"]] == [3]
     assert out["async_resumed"][0]["loss"] == out["async"][2]["loss"]
-    weights = out["converted_weights"]
+
+
+def test_stage_from_an_hf_converted_checkpoint(stages):
+    weights = stages["out"]["converted_weights"]
     assert weights["ours"].keys() == weights["theirs"].keys()
     assert all(torch.equal(weights["ours"][k], weights["theirs"][k]) for k in weights["ours"])
-    assert len(out["converted"]) == 2
+    assert len(stages["out"]["converted"]) == 2
 
 
 def _nan_runs(skip_cfg, stop_cfg) -> dict:
