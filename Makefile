@@ -1,6 +1,6 @@
 # Quick start: `make demo` (set up, run the tiny end-to-end job on CPU) and
 # `make test` (set up, run the test suite; the model tests also against megatron-core 0.19.2).
-.PHONY: setup demo test test-main test-mcore019 lint gpu-check
+.PHONY: setup demo test test-main test-mcore019 lint gpu-check mutation
 
 PYTEST_ARGS ?=
 # Model-layer tests that must pass under both Megatron-Core lines.
@@ -24,6 +24,14 @@ test-main:
 
 test-mcore019:
 	@PY=$$(scripts/setup_mcore019.sh) && $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(MCORE_TESTS)
+
+# Mutation testing (not CI; see TESTING.md): run before landing changes to the modules it
+# covers. Installs mutmut into the venv; works on copies under build/mutation/.
+# MUTATION_GROUPS=chat_format make mutation runs some groups only.
+MUTATION_GROUPS ?=
+mutation:
+	@PY=$$(scripts/setup_env.sh) && $$PY -m pip install -q 'mutmut==3.8.1' \
+		&& $$PY scripts/mutation.py $(MUTATION_GROUPS)
 
 lint:
 	@PY=$$(scripts/setup_env.sh) && $$PY -m ruff check .
