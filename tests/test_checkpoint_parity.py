@@ -53,7 +53,8 @@ LLAMA_RENAMES = (
 def _convert_all(jobs: list[dict]) -> tuple[list[dict], dict]:
     """HF -> Megatron for every case, plus a bf16 streaming round trip (one process); and
     Megatron's own checkpoint layout of every preset (meta device) against the table."""
-    from nemo_exaone.checkpoint.exaone_hf import EXAONE_HF_TABLE, exaone_dims
+    from nemo_exaone.checkpoint.exaone4_hf import hf_table
+    from nemo_exaone.checkpoint.exaone_hf import exaone_dims
     from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
     from nemo_exaone.checkpoint.mcore_layout import check_layout_covers, megatron_layout
     from nemo_exaone.checkpoint.mcore_to_hf import convert_mcore_to_hf
@@ -62,8 +63,9 @@ def _convert_all(jobs: list[dict]) -> tuple[list[dict], dict]:
     layouts = {}
     for preset in PRESET_NAMES:
         arch = get_preset(preset)
-        layout = megatron_layout(arch, EXAONE_HF_TABLE)
-        check_layout_covers(layout, [b.megatron for b in EXAONE_HF_TABLE.bind(exaone_dims(arch))])
+        table = hf_table(arch)  # EXAONE 3.x or 4.0 layout, by model_type
+        layout = megatron_layout(arch, table)
+        check_layout_covers(layout, [b.megatron for b in table.bind(exaone_dims(arch))])
         layouts[preset] = {c.key: c.global_shape for c in layout.chunks}
     reports = []
     for job in jobs:
@@ -289,3 +291,9 @@ def test_megatron_layout_of_every_preset_matches_the_table(run):
     assert big["decoder.layers.self_attention.linear_qkv.layer_norm_weight"] == (64, 5120)
     assert big["output_layer.weight"] == (102400, 5120)
     assert "output_layer.weight" not in run["layouts"]["exaone3.5-2.4b"]  # tied
+    big4 = run["layouts"]["exaone4.0-32b"]  # post-norm and per-head QK-norm weights
+    assert big4["decoder.layers.self_attention.linear_proj.post_layernorm.weight"] == (64, 5120)
+    assert big4["decoder.layers.mlp.linear_fc2.post_layernorm.weight"] == (64, 5120)
+    assert big4["decoder.layers.self_attention.q_layernorm.weight"] == (64, 128)
+    assert "decoder.layers.self_attention.linear_qkv.layer_norm_weight" not in big4  # no pre-norm
+    assert "output_layer.weight" not in run["layouts"]["exaone4.0-1.2b"]  # tied
