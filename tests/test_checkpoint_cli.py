@@ -238,3 +238,20 @@ def test_two_conversions_to_one_output_publish_one_complete_checkpoint(tiny, tmp
         first.stderr.close()
     assert len(verify_dist_checkpoint(out)) > 10
     assert not _temporaries(out) and not (tmp_path / ".mcore.lock").exists()
+
+
+def test_hf_export_missing_a_shard_is_never_published(tiny, tmp_path, monkeypatch):
+    import nemo_exaone.checkpoint.mcore_to_hf as mcore_to_hf
+
+    _, mcore = tiny
+    real = mcore_to_hf.ShardedSafetensorsWriter.close
+
+    def lose_a_shard(self):
+        real(self)
+        (self.directory / self.files[1]).unlink()
+
+    monkeypatch.setattr(mcore_to_hf.ShardedSafetensorsWriter, "close", lose_a_shard)
+    out = tmp_path / "hf"
+    with pytest.raises(FileNotFoundError, match=r"names shard 'model-00002-of-\d+\.safetensors'"):
+        mcore_to_hf.convert_mcore_to_hf(mcore, out, max_shard_size="200KB", progress=False)
+    assert not out.exists() and not _temporaries(out)
