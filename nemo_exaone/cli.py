@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nemo_exaone.commands.convert",
     "nemo_exaone.commands.data",
     "nemo_exaone.commands.train",
+    "nemo_exaone.commands.generate",
 )
 
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nemo-exaone",
         description="EXAONE models on Megatron-Core: inspect presets, convert checkpoints, "
-        "prepare data, train.",
+        "prepare data, train, generate.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

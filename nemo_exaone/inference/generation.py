@@ -205,7 +205,9 @@ def _quiet_progress() -> Iterator[None]:
         static_engine.tqdm = original
 
 
-def _check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> list[list[int]]:
+def check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> list[list[int]]:
+    """The prompts as lists of ints; an empty prompt or an id outside the vocabulary is an
+    error naming the prompt and the ids."""
     if not prompts:
         raise InputError("no prompts to generate from")
     out = []
@@ -249,7 +251,7 @@ def generate(model_chunks: list, prompts: Sequence[Sequence[int]], config: Gener
                           f"=1 (this job has {parallel_state.get_pipeline_model_parallel_world_size()}"
                           "); use tensor parallelism for models that do not fit one device")
     model = unwrap(model_chunks[0])
-    prompts = _check_prompts(prompts, model.vocab_size)
+    prompts = check_prompts(prompts, model.vocab_size)
     longest = max(len(p) for p in prompts) + config.max_new_tokens
     if max_position_embeddings is not None and longest > max_position_embeddings:
         raise ConfigError(f"the longest prompt plus max_new_tokens is {longest} tokens, more "
