@@ -19,10 +19,10 @@ from nemo_exaone.training.optimizer import OptimizerSettings
 # Adam(W) through Megatron-Core's optimizer; ``lr`` is the schedule's peak.
 OptimizerConfig = OptimizerSettings
 
-OBJECTIVES = ("lm", "distill")
+OBJECTIVES = ("lm", "distill", "reward")
 SCHEDULE_STYLES = ("cosine", "wsd", "constant", "linear")
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
-DATA_SOURCES = ("indexed", "shipped", "synthetic")
+DATA_SOURCES = ("indexed", "shipped", "synthetic", "preference")
 DOCUMENT_MODES = ("split", "whole")
 TOO_LONG_POLICIES = ("skip", "truncate")
 SHIPPED_SPLITS = ("pretrain", "continued", "hq")
@@ -114,6 +114,11 @@ class DataConfig:
     # tokenizer and indexed datasets are prepared (shared by the stages that name it).
     shipped_split: str = "pretrain"  # pretrain | continued | hq
     prepare_dir: str | None = None  # null: <run.dir>/data
+    # source=preference (reward model, DPO): NeMo-Aligner's DPO JSONL ({prompt,
+    # chosen_response, rejected_response}); null: the toy pairs made from the shipped
+    # prompts (nemo_exaone.alignment.preference_data), with the tiny tokenizer when
+    # tokenizer_dir is null too.
+    preference_file: str | None = None
 
 
 @dataclass
@@ -215,7 +220,7 @@ class DistillConfig:
 @dataclass
 class StageConfig:
     name: str = "pretrain"
-    objective: str = "lm"  # lm | distill (later: sft, reward, dpo)
+    objective: str = "lm"  # lm | distill | reward (later: sft, dpo)
 
 
 @dataclass
@@ -301,6 +306,10 @@ def validate_job(cfg: TrainingJobConfig) -> None:
         raise ConfigError(f"data.replay_fraction={cfg.data.replay_fraction} must be in [0, 1)")
     if cfg.data.replay_fraction > 0 and not cfg.data.replay and cfg.data.source == "indexed":
         raise ConfigError("data.replay_fraction > 0 needs data.replay datasets")
+    if (cfg.stage.objective == "reward") != (cfg.data.source == "preference"):
+        raise ConfigError(f"stage.objective={cfg.stage.objective} with data.source="
+                          f"{cfg.data.source}: the reward objective reads preference pairs "
+                          "(data.source=preference) and only it does")
     if not 0.0 <= cfg.distill.alpha <= 1.0:
         raise ConfigError(f"distill.alpha={cfg.distill.alpha} must be in [0, 1]")
     if cfg.distill.temperature <= 0:

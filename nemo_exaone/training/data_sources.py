@@ -103,6 +103,13 @@ def build_sample_source(data: DataConfig, seq_length: int, arch: ExaoneArch, run
     if data.source == "synthetic":
         return (SyntheticSamples(arch.vocab_size, seq_length, data.seed),
                 DataSummary(source="synthetic"))
+    if data.source == "preference":
+        from nemo_exaone.alignment.preference_data import build_preference_source
+
+        source, path, tokenizer_dir = build_preference_source(data, seq_length, arch,
+                                                              data_dir(data, run_dir))
+        return source, DataSummary(source="preference", prefixes=[path],
+                                   tokenizer_dir=tokenizer_dir)
     data = prepare_data(data, arch, run_dir)
     pad_id = _check_vocab(data.tokenizer_dir, arch)
     blend_config = _blend_config(data)

@@ -80,6 +80,10 @@ def validate_for_launch(cfg: TrainingJobConfig, world_size: int) -> tuple[Exaone
         raise ValueError(
             f"train.global_batch_size={cfg.train.global_batch_size} is not divisible by "
             f"micro_batch_size x data_parallel_size = {cfg.train.micro_batch_size} x {dp}")
+    if cfg.stage.objective == "reward" and parallel.pipeline_model_parallel_size > 1:
+        raise ValueError("stage.objective=reward puts its scalar head on the last stage's "
+                         "final hidden state; use pipeline_model_parallel_size=1 (TP and DP "
+                         "work)")
     if cfg.stage.objective == "distill":
         if parallel.pipeline_model_parallel_size > 1:
             raise ValueError("stage.objective=distill runs the teacher beside the student on "
@@ -115,6 +119,10 @@ def _build_objective(cfg: TrainingJobConfig, parallel: ParallelConfig, run_log):
 
     if cfg.stage.objective == "lm":
         return LanguageModelObjective(), ()
+    if cfg.stage.objective == "reward":
+        from nemo_exaone.alignment.reward_model import RewardModelObjective
+
+        return RewardModelObjective(), RewardModelObjective.extra_keys
     from nemo_exaone.model.builder import build_model_chunks
 
     teacher_arch = cfg.distill.build_teacher_arch()
@@ -307,8 +315,16 @@ class _Session:
             found = locate_checkpoint(cfg.init.checkpoint)
             self.init_path = found.path
             self.log.event("init_checkpoint", path=str(found.path), note=found.note)
-            if cfg.init.load == "weights":  # before the optimizer copies the weights
+            if cfg.init.load == "weights" and cfg.stage.objective != "reward":
+                # before the optimizer copies the weights
                 changes = load_stage_weights(chunks, self.init_path, self.arch)
+                self.log.event("init_weights", path=str(self.init_path), arch_changes=changes)
+        if cfg.stage.objective == "reward":  # the scalar head; an LM checkpoint loads under it
+            from nemo_exaone.alignment.reward_model import init_reward_chunks
+
+            load = self.init_path is not None and cfg.init.load == "weights"
+            changes = init_reward_chunks(chunks, self.init_path, self.arch, load_weights=load)
+            if load:
                 self.log.event("init_weights", path=str(self.init_path), arch_changes=changes)
         self.chunks = wrap_ddp(chunks, self.parallel)
         settings = OptimizerSettings(**dataclasses.asdict(cfg.optimizer))
