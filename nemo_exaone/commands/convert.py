@@ -38,11 +38,15 @@ def _mcore_to_hf(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output directory (written atomically)")
+    parser.add_argument("--out", required=True,
+                        help="output directory: written under a temporary name, verified (every "
+                        "shard present and complete), then renamed into place; a second "
+                        "conversion to the same --out is refused while this one runs")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="keep",
                         help="cast weights (default: keep the source dtype, bit-exact)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing non-empty output directory")
+                        help="replace an existing non-empty output directory (never the "
+                        "source: an --out that is the source or a folder holding it is refused)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
