@@ -135,7 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input", action="append", required=True,
                    help="training corpus: JSONL (text under --text-key) or .txt (one text per "
                    "line); repeat for several files")
-    p.add_argument("--output", required=True, help="tokenizer directory to write")
+    p.add_argument("--output", required=True,
+                   help="tokenizer directory to write (appears only when complete; refused if "
+                   "it is, or holds, an --input)")
     p.add_argument("--text-key", default="text", help="JSON key of the text (default: text)")
     p.add_argument("--vocab-size", type=int, default=102_400,
                    help="vocabulary size incl. special tokens (default 102400, EXAONE's)")
