@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nemo_exaone.commands.data",
     "nemo_exaone.commands.train",
     "nemo_exaone.commands.generate",
+    "nemo_exaone.commands.align",
 )
 
 
