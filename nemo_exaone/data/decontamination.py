@@ -20,8 +20,9 @@ Choices made here (also in the report's ``params``):
   separately (``removed_by_whole_item``, ``match: whole_item``). Hangul carries 2-3x the
   content of Latin text per character, so a 43-syllable Korean question has no window and
   would otherwise never be caught. ``min_item_chars=0`` (``--strict-published``) is the
-  published method exactly. Every start of the training text is checked (no sampling): an
-  item is short, a sampled window would rarely land on it.
+  published method exactly. No sampling here (a sampled window would rarely land on a short
+  item): every occurrence is found, through keys taken at the first few offsets of each item
+  and looked up at every 9th position of the training text (see :class:`ItemPool`).
 * A training example shorter than S after normalization has no window to sample and is
   KEPT (counted as ``kept_shorter_than_window``): by the method's definition it cannot
   contain a test window. One with fewer than N windows has all its windows checked.
