@@ -58,13 +58,6 @@ def _losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in path.read_text().splitlines() if line.strip()]
 
 
-def _latest_checkpoint(run_dir: Path) -> Path:
-    ckpts = sorted((run_dir / "checkpoints").glob("iter_*"))
-    if not ckpts:
-        raise SystemExit(f"[demo] no checkpoint under {run_dir / 'checkpoints'}")
-    return ckpts[-1]
-
-
 def _split_halves(src: Path, first: Path, second: Path) -> tuple[int, int]:
     """Alternate documents into two files: stage-1 data and 'new' stage-2 data."""
     lines = [line for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -163,7 +156,7 @@ def run_pipeline(root: Path, steps_a: int, steps_b: int) -> list[StageResult]:
     hf_out = root / "hf_export"
 
     def export() -> str:
-        _run(_cli("convert", "mcore-to-hf", "--ckpt", str(_latest_checkpoint(run_b)),
+        _run(_cli("convert", "mcore-to-hf", "--ckpt", str(run_b),  # its latest checkpoint
                   "--tokenizer", str(tokenizer), "--out", str(hf_out), "--quiet"),
              logs / "export.log")
         files = sorted(p.name for p in hf_out.iterdir())

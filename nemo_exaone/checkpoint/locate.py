@@ -66,9 +66,10 @@ def check_intact(path: Path) -> None:
         json.loads(config.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config} is unreadable (truncated or corrupt: {exc})") from exc
-    common = path / "common.pt"
+    common = path / "common.pt"  # absent with megatron-core >= 0.19 (common state in DCP)
     try:
-        torch.load(common, map_location="cpu", weights_only=False)
+        if common.exists():
+            torch.load(common, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises several kinds for a cut or garbled archive
         raise CheckpointError(f"{common} is unreadable (truncated or corrupt: "
                               f"{type(exc).__name__}: {exc})") from exc

@@ -20,9 +20,11 @@ optimizer), so it reshards across TP/PP/DP like the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from nemo_exaone.checkpoint.errors import CheckpointError
+from nemo_exaone.checkpoint.exaone_hf import copy_identity
 from nemo_exaone.checkpoint.identity import IdentitySource, write_identity
 from nemo_exaone.checkpoint.locate import LATEST_FILE, checkpoint_name, clean_temporaries
 from nemo_exaone.checkpoint.mcore_checkpoint import (
@@ -192,7 +195,8 @@ class CheckpointSaver:
                  keep_last: int | None = None) -> None:
         self.root = Path(root)
         self.arch = arch
-        self.identity: IdentitySource | None = None  # HF files every checkpoint carries
+        self._identity: IdentitySource | None = None  # HF files every checkpoint carries
+        self._identity_copy: tempfile.TemporaryDirectory | None = None
         self.keep_last = keep_last
         self.async_save = bool(async_save)
         self._queue = None
@@ -202,6 +206,22 @@ class CheckpointSaver:
             self._queue = queue_cls()
         if rank() == 0:
             clean_temporaries(self.root)  # left by killed runs (the caller holds the run lock)
+
+    @property
+    def identity(self) -> IdentitySource | None:
+        return self._identity
+
+    @identity.setter
+    def identity(self, source: IdentitySource | None) -> None:
+        """Snapshot the files now (rank 0, which publishes): they usually live in the
+        checkpoint this run resumed from, which ``keep_last`` may delete before a later save."""
+        self._identity = source
+        if source is None or rank() != 0:
+            return
+        self._identity_copy = tempfile.TemporaryDirectory(prefix="nemo_exaone_identity_")
+        copy = Path(self._identity_copy.name)
+        copy_identity(source.directory, copy, list(source.files))
+        self._identity = dataclasses.replace(source, directory=copy)
 
     def save(self, step: int, chunks, optimizer, scheduler, state: TrainState) -> Path:
         """Write checkpoint ``iter_<step>``; returns its final path (complete on return,

@@ -19,7 +19,10 @@ from nemo_exaone.checkpoint.errors import CheckpointError
 __all__ = ["verify_dist_checkpoint", "verify_hf_checkpoint", "MEGATRON_FILES"]
 
 # Written by ``dist_checkpointing.save`` (and by the converter, which writes the same files).
+# megatron-core >= 0.19 keeps the common state inside DCP (a "common_state" object) instead
+# of common.pt; common.pt is then required only when DCP's metadata has no such object.
 MEGATRON_FILES = ("metadata.json", "common.pt", ".metadata")
+COMMON_STATE_KEY = "common_state"
 
 
 def _storage_extents(directory: Path) -> dict[str, int]:
@@ -35,6 +38,11 @@ def _storage_extents(directory: Path) -> dict[str, int]:
                               f"({type(exc).__name__}: {exc}); the file is truncated or "
                               "corrupt") from exc
     storage = getattr(metadata, "storage_data", None)
+    keys = getattr(metadata, "state_dict_metadata", {}) or {}
+    if not any(str(k).startswith(COMMON_STATE_KEY) for k in keys) \
+            and not (directory / "common.pt").is_file():
+        raise CheckpointError(f"{directory / 'common.pt'} is missing: {directory} is not a "
+                              "complete Megatron distributed checkpoint")
     if not isinstance(storage, dict):
         raise CheckpointError(f"{metadata_file}: no storage_data (not written by a "
                               "file-system DCP writer)")
@@ -61,7 +69,7 @@ def verify_dist_checkpoint(directory: str | os.PathLike) -> dict[str, int]:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     for name in MEGATRON_FILES:
-        if not (path / name).is_file():
+        if name != "common.pt" and not (path / name).is_file():  # common.pt: see above
             raise CheckpointError(f"{path / name} is missing: {path} is not a complete "
                                   "Megatron distributed checkpoint")
     sizes: dict[str, int] = {}
