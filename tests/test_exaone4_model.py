@@ -174,3 +174,12 @@ def test_tp1_logits_match_transformers_exaone4(logits, name):
     print(f"{name}: max |logit diff| = {diff:.2e}")
     assert ours.shape == reference.shape == (2, SEQ, 2048)
     assert diff <= 1e-4
+
+
+def test_megatron_bridge_plugin_refuses_exaone4():
+    """The Bridge plug-in builds a 3.x (pre-norm) provider; for 4.0 it must refuse, naming
+    what it cannot express, not build another model."""
+    from nemo_exaone.checkpoint.megatron_bridge import bridge_provider_kwargs
+
+    with pytest.raises(ValueError, match="model_type='exaone4'.*post-norm, QK-norm"):
+        bridge_provider_kwargs(get_preset("exaone4.0-32b").to_hf_config())

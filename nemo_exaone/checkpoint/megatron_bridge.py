@@ -123,6 +123,15 @@ def provider_kwargs(arch: ExaoneArch) -> dict[str, Any]:
     """GPTModelProvider fields for ``arch`` (the same choices as our model builder)."""
     import torch.nn.functional as F
 
+    if arch.model_type != MODEL_TYPE:
+        # A GPTModelProvider from these fields would be a pre-norm model without QK-norm,
+        # windows or per-layer RoPE: silently another model.
+        raise ValueError(
+            f"model_type={arch.model_type!r}: this Megatron-Bridge plug-in covers EXAONE 3.x "
+            f"({HF_ARCHITECTURE}) only; a {HF_ARCHITECTURE} provider cannot express EXAONE "
+            "4.0's post-norm, QK-norm, sliding-window layers or global layers without RoPE. "
+            "Convert EXAONE 4.0 with `nemo-exaone convert hf-to-mcore` / `mcore-to-hf`")
+
     kwargs: dict[str, Any] = dict(
         num_layers=arch.num_layers, hidden_size=arch.hidden_size,
         ffn_hidden_size=arch.intermediate_size, num_attention_heads=arch.num_attention_heads,

@@ -136,7 +136,11 @@ def exaone4_layer_spec(name: str):
     attn.q_layernorm = norm
     attn.k_layernorm = norm
     attn.linear_proj = post_norm_linear(row, norm)
-    mlp = spec.submodules.mlp.submodules
+    # megatron-core 0.16: a ModuleSpec; 0.19: functools.partial(MLP.as_mlp_submodule,
+    # submodules=...). The submodules object is mutable in both.
+    mlp_spec = spec.submodules.mlp
+    mlp = mlp_spec.keywords["submodules"] if isinstance(mlp_spec, functools.partial) \
+        else mlp_spec.submodules
     mlp.linear_fc1 = column
     mlp.linear_fc2 = post_norm_linear(row, norm)
     spec.submodules.input_layernorm = IdentityOp
