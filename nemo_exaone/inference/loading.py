@@ -30,9 +30,9 @@ class LoadedModel:
 def checkpoint_tokenizer_dir(ckpt_dir: str | os.PathLike,
                              explicit: str | os.PathLike | None = None) -> Path | None:
     """Where the tokenizer of checkpoint ``ckpt_dir`` lives: ``explicit`` (which must exist),
-    else the HF identity the checkpoint carries (``hf_identity/``, from import or training),
-    else, for checkpoints from before identities were recorded, their HF source directory if
-    it still exists; None when there is none."""
+    else the HF identity the checkpoint carries (``hf_identity/``, from import or training:
+    None if it has no tokenizer files), else, for checkpoints from before identities were
+    recorded, their HF source directory if it still exists (as ``convert mcore-to-hf``)."""
     from nemo_exaone.checkpoint.exaone_hf import tokenizer_files
     from nemo_exaone.checkpoint.identity import recorded_identity
     from nemo_exaone.checkpoint.metadata import METADATA_NAME, read_metadata
@@ -42,8 +42,8 @@ def checkpoint_tokenizer_dir(ckpt_dir: str | os.PathLike,
             raise FileNotFoundError(f"--tokenizer {explicit}: no such directory")
         return Path(explicit)
     identity = recorded_identity(ckpt_dir)
-    if identity is not None and tokenizer_files(list(identity.files)):
-        return identity.directory
+    if identity is not None:  # what import or training recorded is the whole truth
+        return identity.directory if tokenizer_files(list(identity.files)) else None
     if (Path(ckpt_dir) / METADATA_NAME).exists():
         source = read_metadata(ckpt_dir).hf_source_dir
         if source and Path(source).is_dir() and any(
