@@ -1,0 +1,184 @@
+"""Reward model: the head reads the last real token, training through the one loop raises
+held-out pair accuracy on the toy task, TP=2 scores equal TP=1, the score command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from nemo_exaone.alignment.preference_data import (
+    follows_toy_rule,
+    read_preference_jsonl,
+    toy_preference_records,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQ = 160
+
+
+def compose_job(name: str, overrides: list[str]):
+    from nemo_exaone.commands.hydra_app import job_config, register_configs
+
+    GlobalHydra.instance().clear()
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "nemo_exaone" / "conf"), version_base="1.3"):
+        return job_config(compose(config_name=name, overrides=overrides))
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _pair_accuracy(chunks, tokenizer, path: Path) -> float:
+    from nemo_exaone.alignment.reward_model import score
+
+    records = read_preference_jsonl(path)
+    chosen = score(chunks, tokenizer, [(r.messages, r.chosen) for r in records], batch_size=16)
+    rejected = score(chunks, tokenizer, [(r.messages, r.rejected) for r in records],
+                     batch_size=16)
+    return sum(c > r for c, r in zip(chosen, rejected)) / len(records)
+
+
+def _fresh_reward_model(seed: int):
+    from nemo_exaone.alignment.reward_model import attach_reward_head
+    from nemo_exaone.config.presets import get_preset
+    from nemo_exaone.model.builder import build_model_chunks
+    from nemo_exaone.runtime.distributed import init_distributed
+
+    init_distributed(seed=seed)
+    chunks = build_model_chunks(get_preset("tiny"))
+    attach_reward_head(chunks[0])
+    return chunks
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A reward model trained 8 steps on the toy pairs of 15 prompts; 30 held-out pairs
+    (10 other prompts); the held-out accuracy of an untrained model of the same config."""
+    from nemo_exaone.alignment.reward_model import checkpoint_tokenizer
+    from nemo_exaone.runtime.distributed import destroy_distributed
+    from nemo_exaone.training.loop import train
+
+    tmp = tmp_path_factory.mktemp("rm")
+    records = list(toy_preference_records())
+    assert all(follows_toy_rule(r["chosen_response"]) and not follows_toy_rule(
+        r["rejected_response"]) for r in records)
+    train_file = _write(tmp / "train.jsonl", records[:45])
+    heldout = _write(tmp / "heldout.jsonl", records[45:])
+    cfg = compose_job("tiny_cpu_rm", [
+        f"run.dir={tmp / 'run'}", f"data.prepare_dir={tmp / 'prep'}",
+        f"data.preference_file={train_file}", f"train.seq_length={SEQ}",
+        "train.max_steps=8", "train.micro_batch_size=8", "checkpoint.save_interval=0", "logging.progress=none",
+        "logging.tensorboard=false", "optimizer.lr=2e-3"])
+    result = train(cfg)
+    ckpt = Path(result.last_checkpoint)
+    tokenizer = checkpoint_tokenizer(ckpt)
+    try:
+        before = _pair_accuracy(_fresh_reward_model(cfg.run.seed), tokenizer, heldout)
+    finally:
+        destroy_distributed()
+    return {"result": result, "ckpt": ckpt, "heldout": heldout, "before": before,
+            "tokenizer": tokenizer, "tmp": tmp}
+
+
+def test_training_raises_heldout_pair_accuracy(trained):
+    from nemo_exaone.alignment.reward_model import load_reward_model
+    from nemo_exaone.runtime.distributed import destroy_distributed
+
+    metrics = trained["result"].metrics
+    assert metrics[-1]["loss"] < 0.5 * metrics[0]["loss"]
+    assert metrics[-1]["loss/reward accuracy"] == 1.0
+    try:
+        chunks, _, _ = load_reward_model(trained["ckpt"])
+        after = _pair_accuracy(chunks, trained["tokenizer"], trained["heldout"])
+    finally:
+        destroy_distributed()
+    assert trained["before"] <= 0.6, trained["before"]  # the task is not solved at init
+    assert after >= 0.9, (trained["before"], after)
+
+
+def test_score_reads_the_last_real_token_not_the_padding():
+    """The same sequence scores the same alone and right-padded next to a longer one."""
+    from nemo_exaone.alignment.reward_model import score_token_batches
+    from nemo_exaone.runtime.distributed import destroy_distributed
+
+    try:
+        chunks = _fresh_reward_model(5)
+        short, long = [5, 17, 99, 23], [8, 4, 61, 2, 9, 33, 12, 71]
+        alone = score_token_batches(chunks, [short], batch_size=1)
+        padded = score_token_batches(chunks, [short, long], batch_size=2, pad_id=0)
+        other_pad = score_token_batches(chunks, [short, long], batch_size=2, pad_id=7)
+        longer_alone = score_token_batches(chunks, [long], batch_size=1)
+    finally:
+        destroy_distributed()
+    assert padded[0] == pytest.approx(alone[0], abs=1e-5)
+    assert other_pad[0] == pytest.approx(alone[0], abs=1e-5)
+    assert padded[1] == pytest.approx(longer_alone[0], abs=1e-5)
+    assert abs(alone[0] - longer_alone[0]) > 1e-4  # scores do depend on the tokens
+
+
+def _score_at_tp(ckpt: str, pairs: list, tp: int) -> list[float]:
+    from nemo_exaone.alignment.reward_model import checkpoint_tokenizer, load_reward_model
+    from nemo_exaone.alignment.reward_model import score as score_pairs
+    from nemo_exaone.runtime.distributed import destroy_distributed
+
+    try:
+        chunks, _, path = load_reward_model(ckpt, tensor_parallel=tp)
+        return score_pairs(chunks, checkpoint_tokenizer(path), pairs, batch_size=3)
+    finally:
+        destroy_distributed()
+
+
+def test_tp2_scores_equal_tp1(trained):
+    from nemo_exaone.runtime.launch import spawn_local
+
+    pairs = [(r.messages, r.chosen) for r in read_preference_jsonl(trained["heldout"])[:4]]
+    pairs.append(("Hi.", "hello"))
+    tp1 = spawn_local(_score_at_tp, 1, str(trained["ckpt"]), pairs, 1)[0]
+    tp2 = spawn_local(_score_at_tp, 2, str(trained["ckpt"]), pairs, 2)
+    assert tp2[0] == pytest.approx(tp2[1], abs=0)
+    assert tp2[0] == pytest.approx(tp1, abs=1e-4)
+
+
+def test_score_command_writes_scores_atomically_and_guards_paths(trained):
+    from nemo_exaone.cli import main
+    from nemo_exaone.runtime.distributed import destroy_distributed
+
+    tmp = trained["tmp"]
+    src = _write(tmp / "score_in.jsonl", [
+        {"id": "a", "prompt": "Say hi. Answer in capital letters.", "response": "HELLO THERE."},
+        {"id": "b", "prompt": [{"role": "user", "content": "Say hi. Answer in capital "
+                                "letters."}], "response": "hello there."}])
+    out = tmp / "scores.jsonl"
+    try:
+        assert main(["align", "score", "--ckpt", str(trained["ckpt"]), "--input", str(src),
+                     "--out", str(out), "--batch-size", "1"]) == 0
+    finally:
+        destroy_distributed()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert rows[0]["score"] > rows[1]["score"]  # the trained preference
+    before = out.read_bytes()
+    assert main(["align", "score", "--ckpt", str(trained["ckpt"]), "--input", str(src),
+                 "--out", str(out)]) == 2  # exists, no --overwrite
+    assert main(["align", "score", "--ckpt", str(trained["ckpt"]), "--input", str(src),
+                 "--out", str(src), "--overwrite"]) == 2  # never over the input
+    assert out.read_bytes() == before
+    bad = _write(tmp / "bad.jsonl", [{"prompt": "x"}])
+    assert main(["align", "score", "--ckpt", str(trained["ckpt"]), "--input", str(bad),
+                 "--out", str(tmp / "never.jsonl")]) == 2
+    assert not (tmp / "never.jsonl").exists()
+
+
+def test_reward_objective_needs_preference_data():
+    from nemo_exaone.config.errors import ConfigError
+    from nemo_exaone.training.config import validate_job
+
+    cfg = compose_job("tiny_cpu_rm", ["data=shipped"])
+    with pytest.raises(ConfigError, match="data.source=preference"):
+        validate_job(cfg)
