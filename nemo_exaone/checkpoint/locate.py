@@ -113,11 +113,6 @@ def read_latest(root: Path) -> Path | None:
     return path
 
 
-def latest_checkpoint(root: str | Path) -> Path | None:
-    """The checkpoint ``root/latest`` names (not checked), or None when there is none yet."""
-    return read_latest(Path(root))
-
-
 @dataclass
 class Located:
     """The checkpoint a path resolved to, and what a user should be told about it."""

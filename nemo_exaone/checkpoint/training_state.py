@@ -28,7 +28,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -332,9 +331,3 @@ def load_training_state(path: Path, chunks, optimizer, scheduler, arch: ExaoneAr
     if same_layout:
         _set_rng_state(loaded["rng_state"][0])
     return state
-
-
-def training_metadata_summary(path: Path) -> dict[str, Any]:
-    """``nemo_exaone_training.json`` of ``path`` ({} when absent, e.g. a converted one)."""
-    meta = path / TRAINING_METADATA_NAME
-    return json.loads(meta.read_text()) if meta.is_file() else {}
