@@ -36,7 +36,7 @@ def test_training_checkpoint_loads_weights_only_and_matches_hf_export(tmp_path):
                     f"data.prepare_dir={tmp_path / 'data'}"],
                    check=True, capture_output=True, timeout=600)
     [ckpt] = sorted((run / "checkpoints").glob("iter_*"))
-    [embedding] = spawn_local(_load_embedding, 1, str(ckpt))
+    [embedding] = spawn_local(_load_embedding, 1, str(run))  # a run directory: its latest
     hf = tmp_path / "hf"
     subprocess.run([sys.executable, "-m", "nemo_exaone.cli", "convert", "mcore-to-hf",
                     "--ckpt", str(ckpt), "--out", str(hf), "--quiet"],

@@ -261,8 +261,13 @@ def load_mcore_checkpoint(
     """Load a checkpoint's weights into this job's model chunks (all ranks call it).
 
     Works for checkpoints from :func:`save_mcore_checkpoint`, ``convert hf-to-mcore`` and the
-    training loop, at any TP/PP. Every architecture field must agree. Returns the metadata.
+    training loop, at any TP/PP. Every architecture field must agree. A run directory or its
+    ``checkpoints/`` folder means its latest intact checkpoint. Returns the metadata.
     """
+    from nemo_exaone.checkpoint.locate import is_checkpoint_dir, locate_checkpoint
+
+    if Path(ckpt_dir).is_dir() and not is_checkpoint_dir(Path(ckpt_dir)):
+        ckpt_dir = locate_checkpoint(ckpt_dir).path
     metadata = check_checkpoint_matches(model_chunks, ckpt_dir, arch)
     load_model_weights(model_chunks, ckpt_dir)
     return metadata

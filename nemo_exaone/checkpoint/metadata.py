@@ -98,9 +98,14 @@ def read_checkpoint_arch(directory: str | os.PathLike) -> ExaoneArch:
     """The architecture a checkpoint was written for (to rebuild its model).
 
     From ``nemo_exaone.json``; training checkpoints written before every checkpoint carried
-    it keep theirs in ``nemo_exaone_training.json`` (``arch``), which is read instead.
+    it keep theirs in ``nemo_exaone_training.json`` (``arch``), which is read instead. A run
+    directory or its ``checkpoints/`` folder means its latest intact checkpoint.
     """
+    from nemo_exaone.checkpoint.locate import is_checkpoint_dir, locate_checkpoint
+
     path = Path(directory)
+    if path.is_dir() and not is_checkpoint_dir(path):
+        path = directory = locate_checkpoint(path).path
     if not (path / METADATA_NAME).exists() and (path / TRAINING_METADATA_NAME).exists():
         saved = read_training_metadata(path).get("arch")
         if not isinstance(saved, dict):
