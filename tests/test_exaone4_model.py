@@ -183,3 +183,19 @@ def test_megatron_bridge_plugin_refuses_exaone4():
 
     with pytest.raises(ValueError, match="model_type='exaone4'.*post-norm, QK-norm"):
         bridge_provider_kwargs(get_preset("exaone4.0-32b").to_hf_config())
+
+
+@pytest.mark.parametrize("seq", [10, 16, 40])
+def test_attention_flops_count_the_keys_each_layer_sees(seq):
+    """MFU's attention FLOPs of a hybrid model equal a count of the keys each query may see,
+    read off the same masks transformers builds (window 16; sequences shorter, equal, longer)."""
+    from nemo_exaone.training.flops import flops_per_token
+
+    arch = get_preset("tiny4")
+    q, k = torch.arange(seq).unsqueeze(1), torch.arange(seq).unsqueeze(0)
+    causal = k <= q
+    band = causal & (k > q - arch.sliding_window)
+    keys = sum(int((band if kind == SLIDING else causal).sum()) for kind in arch.layer_types)
+    width = arch.num_attention_heads * arch.head_dim
+    got = flops_per_token(arch, seq).attention_scores
+    assert got == pytest.approx(2 * 2 * width * keys / seq, rel=1e-12)

@@ -7,6 +7,8 @@ peak. Every matmul of m x k by k x n counts 2*m*n*k. Per token and per layer:
 - attention itself: Q.K^T and P.V, each 2 * context * heads*d, where ``context`` is the
   number of keys a query sees: seq_length for full counting, (seq_length + 1) / 2 on average
   under the causal mask (the default here: it is the work a causal kernel actually does);
+  an EXAONE 4.0 sliding-window layer sees at most ``sliding_window`` keys (query i sees
+  min(i + 1, window) of them under the causal mask, min(seq_length, window) in full counting);
 - SwiGLU MLP: gate, up and down matrices, 3 * 2 * h * ffn;
 plus the LM head (2 * h * vocab) once per token. Norms, RoPE, softmax and the embedding
 lookup are negligible and not counted. Training costs 3x the forward pass (backward computes
@@ -45,12 +47,18 @@ def flops_per_token(arch: ExaoneArch, seq_length: int, causal: bool = True) -> F
     q_width = arch.num_attention_heads * d
     kv_width = arch.num_key_value_heads * d
     context = (seq_length + 1) / 2.0 if causal else float(seq_length)
+    contexts = [context] * layers
+    if arch.sliding_window is not None and arch.layer_types is not None:
+        w = min(int(arch.sliding_window), seq_length)
+        windowed = (w * (w + 1) / 2.0 + (seq_length - w) * w) / seq_length if causal \
+            else float(w)
+        contexts = [windowed if kind == "sliding_attention" else context
+                    for kind in arch.layer_types]
     projections = 2.0 * h * (2 * q_width + 2 * kv_width)
-    scores = 2.0 * 2.0 * context * q_width
     mlp = 2.0 * 3.0 * h * arch.intermediate_size
     return FlopsPerToken(
         attention_projections=layers * projections,
-        attention_scores=layers * scores,
+        attention_scores=2.0 * 2.0 * q_width * sum(contexts),
         mlp=layers * mlp,
         lm_head=2.0 * h * arch.vocab_size,
     )
