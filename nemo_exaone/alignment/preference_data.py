@@ -124,6 +124,8 @@ class PreferenceSamples:
                  seed: int = 1234, shuffle: bool = True) -> None:
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.seed, self.shuffle, self.seq_length = seed, shuffle, seq_length
+        self.path: str | None = None  # the JSONL, and the tokenizer, when built from files
+        self.tokenizer_dir: str | None = getattr(tokenizer, "path", None)
         self.items: list[dict[str, torch.Tensor]] = []
         for record in records:
             item: dict[str, torch.Tensor] = {}
@@ -156,7 +158,8 @@ def collate_pairs(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     """B pairs -> one batch of 2B sequences, the B chosen first, then the B rejected.
 
     ``tokens``/``position_ids`` [2B, S], ``lengths`` [2B], ``response_mask`` [2B, S] (label
-    positions), ``rewards`` [2B]; ``labels`` [2B, S] are the tokens shifted left (the last
+    positions), ``rewards`` [2B], ``ref_sums`` [2B, 2] when the items carry a reference
+    cache; ``labels`` [2B, S] are the tokens shifted left (the last
     position repeats the pad, masked out).
     """
     def both(field: str) -> torch.Tensor:
@@ -165,9 +168,12 @@ def collate_pairs(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     tokens = both("tokens")
     labels = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
     positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens).contiguous()
-    return {"tokens": tokens, "labels": labels, "position_ids": positions,
-            "lengths": both("length"), "response_mask": both("mask"),
-            "rewards": both("reward").float()}
+    batch = {"tokens": tokens, "labels": labels, "position_ids": positions,
+             "lengths": both("length"), "response_mask": both("mask"),
+             "rewards": both("reward").float()}
+    if "chosen_ref_sums" in samples[0]:  # cached reference log-probs (DPO)
+        batch["ref_sums"] = both("ref_sums").float()
+    return batch
 
 
 # ------------------------------------------------------------------ toy rule-checkable task
@@ -222,7 +228,7 @@ def build_preference_source(data, seq_length: int, arch, prepare_dir: Path
 
     ``data.preference_file`` null: the toy pairs are written to ``<prepare_dir>/
     toy_preferences.jsonl``; ``data.tokenizer_dir`` null: the tiny tokenizer is trained (or
-    reused) under ``prepare_dir``.
+    reused) under ``prepare_dir``, as the shipped corpus preparation does.
     """
     from nemo_exaone.data.assets import build_tiny_tokenizer
     from nemo_exaone.data.tokenizer import load_tokenizer
@@ -231,12 +237,15 @@ def build_preference_source(data, seq_length: int, arch, prepare_dir: Path
         else write_toy_preferences(Path(prepare_dir) / "toy_preferences.jsonl")
     if not path.is_file():
         raise FileNotFoundError(f"data.preference_file={path}: no such file")
+    # The shipped-corpus preparation trains the same tokenizer (same data, same size), so a
+    # tiny model pretrained on the shipped corpus and its preference stages share it.
     tokenizer_dir = data.tokenizer_dir or str(build_tiny_tokenizer(
-        prepare_dir, vocab_size=min(1024, arch.vocab_size)))
+        prepare_dir, vocab_size=arch.vocab_size))
     tokenizer = load_tokenizer(tokenizer_dir)
     if tokenizer.vocab_size > arch.vocab_size:
         raise ValueError(f"tokenizer {tokenizer_dir} has {tokenizer.vocab_size} tokens but the "
                          f"model's vocab_size is {arch.vocab_size}")
     samples = PreferenceSamples(read_preference_jsonl(path), tokenizer, seq_length,
                                 seed=data.seed, shuffle=data.shuffle)
+    samples.path, samples.tokenizer_dir = str(path), str(tokenizer_dir)
     return samples, str(path), str(tokenizer_dir)

@@ -19,7 +19,7 @@ from nemo_exaone.training.optimizer import OptimizerSettings
 # Adam(W) through Megatron-Core's optimizer; ``lr`` is the schedule's peak.
 OptimizerConfig = OptimizerSettings
 
-OBJECTIVES = ("lm", "distill", "reward")
+OBJECTIVES = ("lm", "distill", "reward", "dpo")
 SCHEDULE_STYLES = ("cosine", "wsd", "constant", "linear")
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 DATA_SOURCES = ("indexed", "shipped", "synthetic", "preference")
@@ -218,9 +218,30 @@ class DistillConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Preference optimization (``stage.objective=dpo``), with NeMo-Aligner's ``dpo`` keys.
+
+    ``preference_loss``: dpo | ipo | rpo_sq | rpo_fwd_kl | rpo_bwd_kl | simpo (SimPO is
+    reference-free and length-normalised; its beta is ``ref_policy_kl_penalty``, its margin
+    ``simpo_gamma``). The reference is ``init.checkpoint``; ``reference``: cache (log-probs
+    computed once, stored next to the data) | on_the_fly (frozen reference every step).
+    """
+
+    preference_loss: str = "dpo"
+    ref_policy_kl_penalty: float = 0.1
+    preference_average_log_probs: bool = False
+    sft_average_log_probs: bool | None = None
+    preference_loss_weight: float = 1.0
+    sft_loss_weight: float = 0.0
+    gt_reward_scale: float = 1.0
+    simpo_gamma: float = 0.5
+    reference: str = "cache"
+
+
+@dataclass
 class StageConfig:
     name: str = "pretrain"
-    objective: str = "lm"  # lm | distill | reward (later: sft, dpo)
+    objective: str = "lm"  # lm | distill | reward | dpo (later: sft)
 
 
 @dataclass
@@ -239,6 +260,7 @@ class TrainingJobConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
 
 
 _ARCH_FIELDS = ARCH_FIELD_NAMES  # hf_* bookkeeping (spelling of the source) is not overridable
@@ -306,10 +328,14 @@ def validate_job(cfg: TrainingJobConfig) -> None:
         raise ConfigError(f"data.replay_fraction={cfg.data.replay_fraction} must be in [0, 1)")
     if cfg.data.replay_fraction > 0 and not cfg.data.replay and cfg.data.source == "indexed":
         raise ConfigError("data.replay_fraction > 0 needs data.replay datasets")
-    if (cfg.stage.objective == "reward") != (cfg.data.source == "preference"):
+    if (cfg.stage.objective in ("reward", "dpo")) != (cfg.data.source == "preference"):
         raise ConfigError(f"stage.objective={cfg.stage.objective} with data.source="
-                          f"{cfg.data.source}: the reward objective reads preference pairs "
-                          "(data.source=preference) and only it does")
+                          f"{cfg.data.source}: the reward and dpo objectives read preference "
+                          "pairs (data.source=preference) and only they do")
+    _choice("dpo.reference", cfg.dpo.reference, ("cache", "on_the_fly"))
+    from nemo_exaone.alignment.losses import PREFERENCE_LOSSES
+
+    _choice("dpo.preference_loss", cfg.dpo.preference_loss, PREFERENCE_LOSSES)
     if not 0.0 <= cfg.distill.alpha <= 1.0:
         raise ConfigError(f"distill.alpha={cfg.distill.alpha} must be in [0, 1]")
     if cfg.distill.temperature <= 0:

@@ -80,6 +80,9 @@ def validate_for_launch(cfg: TrainingJobConfig, world_size: int) -> tuple[Exaone
         raise ValueError(
             f"train.global_batch_size={cfg.train.global_batch_size} is not divisible by "
             f"micro_batch_size x data_parallel_size = {cfg.train.micro_batch_size} x {dp}")
+    if cfg.stage.objective == "dpo" and parallel.pipeline_model_parallel_size > 1:
+        raise ValueError("stage.objective=dpo runs the reference beside the policy on each "
+                         "rank; use pipeline_model_parallel_size=1 (TP and DP work)")
     if cfg.stage.objective == "reward" and parallel.pipeline_model_parallel_size > 1:
         raise ValueError("stage.objective=reward puts its scalar head on the last stage's "
                          "final hidden state; use pipeline_model_parallel_size=1 (TP and DP "
@@ -110,7 +113,8 @@ def _model_options(cfg: TrainingJobConfig):
     )
 
 
-def _build_objective(cfg: TrainingJobConfig, parallel: ParallelConfig, run_log):
+def _build_objective(cfg: TrainingJobConfig, parallel: ParallelConfig, run_log, arch=None,
+                     source=None):
     from nemo_exaone.training.objectives import (
         DistillationLossConfig,
         DistillationObjective,
@@ -123,6 +127,12 @@ def _build_objective(cfg: TrainingJobConfig, parallel: ParallelConfig, run_log):
         from nemo_exaone.alignment.reward_model import RewardModelObjective
 
         return RewardModelObjective(), RewardModelObjective.extra_keys
+    if cfg.stage.objective == "dpo":
+        from nemo_exaone.alignment.dpo import PreferenceObjective, build_preference_objective
+
+        objective = build_preference_objective(cfg, arch, parallel, _model_options(cfg),
+                                               source, run_log)
+        return objective, PreferenceObjective.extra_keys
     from nemo_exaone.model.builder import build_model_chunks
 
     teacher_arch = cfg.distill.build_teacher_arch()
@@ -353,7 +363,8 @@ class _Session:
         source, summary = _build_source(cfg, self.arch, Path(cfg.run.dir))
         self.tokenizer_dir = getattr(summary, "tokenizer_dir", None)
         self.log.event("data", **dataclasses.asdict(summary))
-        self.objective, self.extra_keys = _build_objective(cfg, self.parallel, self.log)
+        self.objective, self.extra_keys = _build_objective(cfg, self.parallel, self.log,
+                                                           self.arch, source)
         self.batches = GlobalBatches(
             source, cfg.train.global_batch_size, cfg.train.micro_batch_size,
             ps.get_data_parallel_rank(), ps.get_data_parallel_world_size(),

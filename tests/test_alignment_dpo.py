@@ -1,0 +1,95 @@
+"""DPO on the one loop: reference log-probs from the on-disk cache and recomputed on the fly
+give the same losses; the cache is written next to the data and reused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nemo_exaone.alignment.preference_data import toy_preference_records
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_job(name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from nemo_exaone.commands.hydra_app import job_config, register_configs
+
+    GlobalHydra.instance().clear()
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "nemo_exaone" / "conf"), version_base="1.3"):
+        return job_config(compose(config_name=name, overrides=overrides))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A reference checkpoint (a freshly initialised tiny model) and 16 toy pairs."""
+    from nemo_exaone.checkpoint.mcore_checkpoint import save_mcore_checkpoint
+    from nemo_exaone.config.presets import get_preset
+    from nemo_exaone.model.builder import build_model_chunks
+    from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
+
+    tmp = tmp_path_factory.mktemp("dpo")
+    try:
+        init_distributed(seed=3)
+        arch = get_preset("tiny")
+        save_mcore_checkpoint(build_model_chunks(arch), tmp / "ref", arch)
+    finally:
+        destroy_distributed()
+    data = tmp / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in list(toy_preference_records())[:16]))
+    return tmp, data
+
+
+def _run(tmp: Path, data: Path, name: str, *extra: str) -> tuple[list[dict], Path]:
+    from nemo_exaone.training.loop import train
+
+    run_dir = tmp / name
+    cfg = compose_job("tiny_cpu_dpo", [
+        f"run.dir={run_dir}", f"data.prepare_dir={tmp / 'prep'}",
+        f"data.preference_file={data}", f"init.checkpoint={tmp / 'ref'}",
+        "train.max_steps=3", "train.micro_batch_size=2", "train.global_batch_size=4",
+        "checkpoint.save_at_end=false", "logging.progress=none", "logging.tensorboard=false",
+        "optimizer.lr=1e-2", "schedule.warmup_steps=0", *extra])
+    return train(cfg).metrics, run_dir
+
+
+def _events(run_dir: Path, kind: str) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in rows if r.get("event") == kind]
+
+
+def test_cached_and_on_the_fly_reference_give_the_same_losses(setup):
+    tmp, data = setup
+    cached, cached_dir = _run(tmp, data, "cache", "dpo.reference=cache")
+    fly, fly_dir = _run(tmp, data, "fly", "dpo.reference=on_the_fly")
+    caches = sorted(data.parent.glob(f"{data.name}.ref-*.pt"))
+    assert len(caches) == 1  # next to the data
+    assert [r["loss"] for r in cached] == pytest.approx([r["loss"] for r in fly], rel=1e-5)
+    assert [r["loss/preference accuracy"] for r in cached] == \
+        [r["loss/preference accuracy"] for r in fly]
+    # Step 1: the policy is the reference, every implicit reward is 0: loss log 2.
+    assert cached[0]["loss"] == pytest.approx(0.693147, abs=1e-5)
+    # Later steps moved the policy away from the reference (the test compares real values).
+    assert abs(cached[-1]["loss/preference margin"]) > 1e-4
+    assert _events(cached_dir, "reference_cache")[0]["reused"] is False
+    again, again_dir = _run(tmp, data, "again", "dpo.reference=cache", "train.max_steps=2")
+    assert _events(again_dir, "reference_cache")[0]["reused"] is True
+    assert [r["loss"] for r in again] == pytest.approx([r["loss"] for r in cached[:2]],
+                                                       rel=1e-6)
+
+
+def test_simpo_needs_no_reference_and_rpo_needs_rewards(setup):
+    from nemo_exaone.config.errors import ConfigError
+
+    tmp, data = setup
+    metrics, _ = _run(tmp, data, "simpo", "dpo.preference_loss=simpo", "init.checkpoint=null",
+                      "train.max_steps=1", "dpo.ref_policy_kl_penalty=2.0")
+    assert metrics[0]["loss"] > 0
+    with pytest.raises(ConfigError, match="needs chosen_reward and rejected_reward"):
+        _run(tmp, data, "rpo", "dpo.preference_loss=rpo_sq", "train.max_steps=1")
