@@ -39,3 +39,30 @@ def test_finite_weights_that_overflow_the_requested_dtype_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match=f"{K_PROJ}.*overflow to Inf.*float16"):
         convert_hf_to_mcore(hf, tmp_path / "out", progress=False, dtype="fp16")
     assert torch.isfinite(load_file(hf / "model.safetensors")[K_PROJ]).all()  # input untouched
+
+
+def _load_into_model(hf_dir: str) -> str:
+    from nemo_exaone.checkpoint.hf_weights import load_hf_weights
+    from nemo_exaone.config.parallel import ParallelConfig
+    from nemo_exaone.model.builder import build_model
+    from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
+
+    init_distributed(ParallelConfig())
+    try:
+        load_hf_weights([build_model(ARCH)], hf_dir, ARCH)
+    except CheckpointError as exc:
+        return str(exc)
+    finally:
+        destroy_distributed()
+    return "loaded"
+
+
+def test_nonfinite_hf_tensor_is_refused_by_the_live_loader_too(tmp_path):
+    from nemo_exaone.runtime.launch import spawn_local
+
+    hf = write_random_hf_checkpoint(tmp_path / "hf", ARCH)
+    tensors = load_file(hf / "model.safetensors")
+    tensors[K_PROJ][0, 1] = float("nan")
+    save_file(tensors, hf / "model.safetensors", metadata={"format": "pt"})
+    [message] = spawn_local(_load_into_model, 1, str(hf))
+    assert K_PROJ in message and "NaN/Inf" in message and "(0, 1)" in message

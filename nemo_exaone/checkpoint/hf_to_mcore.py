@@ -18,7 +18,7 @@ import torch
 
 from nemo_exaone.checkpoint.dcp_io import ChunkSpec, write_dcp
 from nemo_exaone.checkpoint.dtypes import hf_dtype_name, parse_dtype
-from nemo_exaone.checkpoint.errors import CheckpointError
+from nemo_exaone.checkpoint.errors import CheckpointError, nonfinite_error
 from nemo_exaone.checkpoint.exaone4_hf import hf_table
 from nemo_exaone.checkpoint.exaone_hf import (
     IDENTITY_DIR,
@@ -73,21 +73,6 @@ def split_rows(chunk: LayoutChunk, itemsize: int, max_bytes: int) -> list[Layout
         out.append(dataclasses.replace(chunk, offset=tuple(offset), shape=tuple(shape),
                                        param_offset=tuple(param_offset)))
     return out
-
-
-def nonfinite_error(source: HFSource, mapping) -> CheckpointError:
-    """A checkpoint whose weights hold NaN/Inf is refused, naming the HF tensor and file."""
-    parts = source.weights.read(mapping.targets)
-    for name in mapping.targets:
-        bad = ~torch.isfinite(parts[name])
-        if bool(bad.any()):
-            first = tuple(int(i) for i in bad.nonzero()[0])
-            return CheckpointError(
-                f"tensor {name!r} in {source.weights.tensors[name].file} holds "
-                f"{int(bad.sum())} NaN/Inf value(s) (first at index {first}); the source "
-                "checkpoint is damaged: refusing to convert it")
-    return CheckpointError(f"tensor(s) {', '.join(mapping.targets)} give NaN/Inf when fused "
-                           f"into {mapping.megatron}")
 
 
 def write_megatron_files(directory: Path, layout: MegatronLayout) -> None:

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from nemo_exaone.checkpoint.errors import CheckpointError
+from nemo_exaone.checkpoint.errors import CheckpointError, nonfinite_error
 from nemo_exaone.checkpoint.exaone4_hf import hf_table
 from nemo_exaone.checkpoint.hf_source import HFSource, read_hf_arch
 from nemo_exaone.checkpoint.mapping import WeightTable
@@ -54,6 +54,8 @@ def load_hf_weights(
                 raise CheckpointError(f"model parameter {name!r} has no mapping in table "
                                       f"{table.name!r}")
             full = source.megatron_tensor(by_megatron[name])
+            if not bool(torch.isfinite(full).all()):
+                raise nonfinite_error(source, by_megatron[name])
             piece = shard_tensor(local_name, full, param, tp_rank, tp_size)
             if piece.shape != param.shape:
                 raise CheckpointError(f"{name}: shard shape {tuple(piece.shape)} does not match "
