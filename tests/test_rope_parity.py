@@ -41,9 +41,11 @@ def _rope_arch(preset: str):
     """The preset's RoPE (head_dim, theta, scaling, context) on a one-layer toy body."""
     arch = get_preset(preset)
     heads = 2
+    per_layer = {"layer_types": arch.layer_types[:1]} if getattr(arch, "layer_types", None) \
+        else {}  # EXAONE 4.0 states an attention kind per layer
     return arch.replace(num_layers=1, num_attention_heads=heads, num_key_value_heads=1,
                         hidden_size=heads * 8, head_dim=arch.head_dim, intermediate_size=16,
-                        vocab_size=128)
+                        vocab_size=128, **per_layer)
 
 
 def _our_frequencies_and_long_logits(hf_dir: str, tokens: torch.Tensor) -> dict:
