@@ -98,8 +98,9 @@ def test_training_raises_heldout_pair_accuracy(trained):
         after = _pair_accuracy(chunks, trained["tokenizer"], trained["heldout"])
     finally:
         destroy_distributed()
-    assert trained["before"] <= 0.6, trained["before"]  # the task is not solved at init
     assert after >= 0.9, (trained["before"], after)
+    # Not solved at initialisation: training raised held-out accuracy by >= 25 points.
+    assert after - trained["before"] >= 0.25, (trained["before"], after)
 
 
 def test_score_reads_the_last_real_token_not_the_padding():
