@@ -102,6 +102,9 @@ def _worker(ckpt: str, tp: int, full: bool = True) -> dict:
     rng_before = torch.get_rng_state()
     greedy = generate(chunks, PROMPTS, GenerationConfig(max_new_tokens=NEW))
     out["state_kept"] = model.training and torch.equal(torch.get_rng_state(), rng_before)
+    # A training-style forward on the same ranks still works afterwards (megatron-core 0.19's
+    # engine leaves a process-wide inference flag set that makes it fail).
+    out["forward_after"] = tuple(_full_logits(model, PROMPTS[0]).shape)
     out["greedy"] = [g.token_ids for g in greedy]
     out["greedy_reasons"] = [g.finish_reason for g in greedy]
     # Stop at the 4th greedy token of prompt 0 or at the 6th of prompt 2 (two stop ids).
@@ -167,8 +170,9 @@ def test_greedy_equals_transformers_on_the_export(tiny, tp1):
     assert len({tuple(g) for g in tp1["greedy"]}) == len(PROMPTS)
 
 
-def test_generation_restores_train_mode_and_rng(tp1):
+def test_generation_restores_train_mode_and_rng(tiny, tp1):
     assert tp1["state_kept"]
+    assert tp1["forward_after"][0] == len(PROMPTS[0])
 
 
 def test_stop_ids_end_each_sequence_at_its_first_stop(tiny, tp1):

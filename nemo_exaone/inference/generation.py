@@ -175,13 +175,26 @@ def _inference_wrapper(model, max_batch_size: int, max_sequence_length: int):
     return GPTInferenceWrapper(model, wrapper_config, context)
 
 
+def _inference_mode_flag():
+    """Megatron-Core >= 0.19's process-wide ``InferenceMode`` class (None before 0.19)."""
+    try:
+        from megatron.core.inference.utils import InferenceMode
+    except ImportError:
+        return None
+    return InferenceMode
+
+
 @contextlib.contextmanager
 def _preserved_state(model: torch.nn.Module) -> Iterator[None]:
-    """Give back the caller's RNG streams and train/eval flags: Megatron's engine reseeds
-    torch's global generator and puts the model in eval mode."""
+    """Give back the caller's RNG streams, train/eval flags and (0.19+) Megatron's
+    process-wide ``InferenceMode`` flag: the engine reseeds torch's global generator, puts
+    the model in eval mode and sets that flag for good (after which a training forward on
+    the same ranks fails: 'Inference must always gather TP logits')."""
     modes = [(m, m.training) for m in model.modules()]
     cpu_state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+    flag = _inference_mode_flag()
+    was_active = flag is not None and flag.is_active()
     try:
         yield
     finally:
@@ -190,6 +203,8 @@ def _preserved_state(model: torch.nn.Module) -> Iterator[None]:
             torch.cuda.set_rng_state(cuda_state)
         for module, training in modes:
             module.training = training
+        if flag is not None and not was_active:
+            flag.unset_active()
 
 
 @contextlib.contextmanager
