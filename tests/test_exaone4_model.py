@@ -89,7 +89,8 @@ def test_config_roundtrip_and_layer_options():
 @pytest.mark.parametrize("change, message", [
     ({"layer_types": [SLIDING] * 4}, r"layer_types\[3\]='sliding_attention' disagrees with "
                                      "sliding_window_pattern='LLLG'"),
-    ({"layer_types": None}, "sliding_window_pattern='LLLG' without layer_types"),
+    ({"layer_types": None, "sliding_window_pattern": "LLXG"},
+     "sliding_window_pattern='LLXG': expected letters L and G"),
     ({"layer_types": [SLIDING] * 3}, "layer_types has 3 entries but num_layers=4"),
     ({"sliding_window": None, "sliding_window_pattern": None},
      "has 'sliding_attention' layers but sliding_window is null"),
@@ -103,11 +104,18 @@ def test_bad_exaone4_config_is_refused_naming_the_field(change, message):
         ExaoneArch.from_hf_config(config)
 
 
-def test_integer_pattern_expands_as_transformers_does():
+@pytest.mark.parametrize("pattern, layers, kinds", [
+    (2, 4, "LGLG"), (4, 6, "LLLGLG"), ("LLLG", 6, "LLLGLG"), ("LLLG", 64, "LLLG" * 16),
+    ("LG", 3, "LGG"), (None, 3, "GGG"),
+])
+def test_pattern_without_layer_types_expands_as_exaone4config_documents(pattern, layers, kinds):
+    """Letters repeat from layer 0, an integer n makes every n-th layer global, the last layer
+    is global either way (the 32B's config.json as first published had no layer_types)."""
     config = get_preset("tiny4").to_hf_config()
     del config["layer_types"]
-    config["sliding_window_pattern"] = 2
-    assert ExaoneArch.from_hf_config(config).layer_types == (SLIDING, FULL, SLIDING, FULL)
+    config.update(sliding_window_pattern=pattern, num_hidden_layers=layers)
+    want = tuple(SLIDING if c == "L" else FULL for c in kinds)
+    assert ExaoneArch.from_hf_config(config).layer_types == want
 
 
 def test_family_fields_on_a_3x_model_are_refused():

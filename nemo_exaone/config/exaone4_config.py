@@ -7,8 +7,10 @@ file leaves out means transformers' default. What 4.0 adds over 3.x, and how it 
   ``q`` iff ``q - sliding_window < k <= q``) and ``layer_types`` (``sliding_attention`` /
   ``full_attention`` per layer) -> :attr:`ExaoneArch.sliding_window`,
   :attr:`ExaoneArch.layer_types`. ``sliding_window_pattern`` ("LLLG") is carried verbatim and
-  checked against ``layer_types``; without ``layer_types`` an integer pattern is expanded as
-  transformers does, a string pattern is refused (transformers 5 cannot expand it either).
+  checked against ``layer_types``. Without ``layer_types`` (the configs as first published
+  had none; transformers issue #39696) the pattern is expanded as ``Exaone4Config`` documents
+  it: letters repeated from layer 0, an integer n making every n-th layer global, and the last
+  layer global either way; a null window means every layer global.
 * RoPE applies to a layer iff ``sliding_window`` is null or the layer is a sliding one (so the
   32B's global layers have no position encoding); see :func:`rope_layers`.
 * Post-norm and per-head QK-norm have no config field: they are what ``exaone4`` means.
@@ -70,25 +72,33 @@ def _err(path: str, message: str) -> HFConfigError:
 
 
 def expand_pattern(pattern: Any, num_layers: int, path: str) -> list[str]:
-    """``layer_types`` from an integer ``sliding_window_pattern`` (every n-th layer global),
-    exactly as ``Exaone4Config`` expands it."""
-    if isinstance(pattern, bool) or not isinstance(pattern, int) or pattern < 0:
-        raise _err(path, f"sliding_window_pattern={pattern!r} without layer_types: state "
-                         "layer_types (one of 'sliding_attention'/'full_attention' per layer)")
-    if pattern == 0:
+    """``layer_types`` from ``sliding_window_pattern`` as ``Exaone4Config`` documents it: "LLLG"
+    repeated from layer 0, or an integer n (every n-th layer global; 0 or null: all global);
+    the final layer is global either way."""
+    if pattern in (None, 0):
         return [FULL] * num_layers
-    return [SLIDING if (i + 1) % pattern else FULL for i in range(num_layers)]
+    if isinstance(pattern, str):
+        if not pattern or set(pattern) - {"L", "G"}:
+            raise _err(path, f"sliding_window_pattern={pattern!r}: expected letters L and G")
+        kinds = [SLIDING if pattern[i % len(pattern)] == "L" else FULL
+                 for i in range(num_layers)]
+    elif isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:
+        kinds = [SLIDING if (i + 1) % pattern else FULL for i in range(num_layers)]
+    else:
+        raise _err(path, f"sliding_window_pattern={pattern!r}: expected a string of L/G, a "
+                         "non-negative integer or null")
+    return kinds[:-1] + [FULL]
 
 
 def _check_pattern(pattern: Any, layer_types: list[str], path: str) -> None:
-    """A string pattern ("LLLG", repeated from layer 0) must agree with ``layer_types``."""
+    """A string pattern ("LLLG", repeated from layer 0) must agree with ``layer_types`` (the
+    last layer may be global whatever the pattern says)."""
     if not isinstance(pattern, str):
         return
-    if not pattern or set(pattern) - {"L", "G"}:
-        raise _err(path, f"sliding_window_pattern={pattern!r}: expected letters L and G")
+    expanded = expand_pattern(pattern, len(layer_types), path)
     for i, kind in enumerate(layer_types):
         want = SLIDING if pattern[i % len(pattern)] == "L" else FULL
-        if kind != want:
+        if kind != want and not (i == len(layer_types) - 1 and kind == expanded[i]):
             raise _err(path, f"layer_types[{i}]={kind!r} disagrees with sliding_window_pattern="
                              f"{pattern!r} (which makes layer {i} {want!r})")
 
