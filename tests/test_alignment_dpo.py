@@ -93,3 +93,40 @@ def test_simpo_needs_no_reference_and_rpo_needs_rewards(setup):
     assert metrics[0]["loss"] > 0
     with pytest.raises(ConfigError, match="needs chosen_reward and rejected_reward"):
         _run(tmp, data, "rpo", "dpo.preference_loss=rpo_sq", "train.max_steps=1")
+
+
+def test_reward_model_starts_from_an_lm_checkpoint(setup):
+    """The backbone of a reward model initialised from an LM checkpoint is that checkpoint
+    (lr=0: nothing moves); the head is new and is saved with it."""
+    import torch
+
+    from nemo_exaone.alignment.reward_model import HEAD_KEY, load_reward_model
+    from nemo_exaone.checkpoint.mcore_checkpoint import load_mcore_checkpoint, stored_keys
+    from nemo_exaone.config.presets import get_preset
+    from nemo_exaone.model.builder import build_model_chunks
+    from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
+    from nemo_exaone.training.loop import train
+
+    tmp, data = setup
+    cfg = compose_job("tiny_cpu_rm", [
+        f"run.dir={tmp / 'rm'}", f"data.prepare_dir={tmp / 'prep'}",
+        f"data.preference_file={data}", f"init.checkpoint={tmp / 'ref'}",
+        "train.max_steps=1", "train.micro_batch_size=2", "train.global_batch_size=2",
+        "optimizer.lr=0", "optimizer.min_lr=0", "schedule.warmup_steps=0",
+        "logging.progress=none", "logging.tensorboard=false"])
+    ckpt = Path(train(cfg).last_checkpoint)
+    assert HEAD_KEY in stored_keys(ckpt) and HEAD_KEY not in stored_keys(tmp / "ref")
+    try:
+        init_distributed(seed=11)
+        (lm,) = build_model_chunks(get_preset("tiny"))
+        load_mcore_checkpoint([lm], tmp / "ref")
+        expected = {k: v.clone() for k, v in lm.state_dict().items()
+                    if k.startswith("decoder.") and isinstance(v, torch.Tensor)}
+        destroy_distributed()
+        (rm,), _, _ = load_reward_model(ckpt, seed=12)
+        got = rm.state_dict()
+    finally:
+        destroy_distributed()
+    assert expected
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
