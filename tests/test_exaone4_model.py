@@ -105,12 +105,13 @@ def test_bad_exaone4_config_is_refused_naming_the_field(change, message):
 
 
 @pytest.mark.parametrize("pattern, layers, kinds", [
-    (2, 4, "LGLG"), (4, 6, "LLLGLG"), ("LLLG", 6, "LLLGLG"), ("LLLG", 64, "LLLG" * 16),
+    (2, 4, "LGLG"), (4, 6, "LLLGLL"), ("LLLG", 6, "LLLGLG"), ("LLLG", 64, "LLLG" * 16),
     ("LG", 3, "LGG"), (None, 3, "GGG"),
 ])
-def test_pattern_without_layer_types_expands_as_exaone4config_documents(pattern, layers, kinds):
-    """Letters repeat from layer 0, an integer n makes every n-th layer global, the last layer
-    is global either way (the 32B's config.json as first published had no layer_types)."""
+def test_pattern_without_layer_types_expands_as_the_implementations_do(pattern, layers, kinds):
+    """Letters repeat from layer 0 with the last layer global (TensorRT-LLM), an integer n
+    makes every n-th layer global (transformers); the configs as first published had no
+    layer_types."""
     config = get_preset("tiny4").to_hf_config()
     del config["layer_types"]
     config.update(sliding_window_pattern=pattern, num_hidden_layers=layers)
@@ -231,3 +232,10 @@ def test_greedy_generation_equals_transformers(logits):
     ours, reference = logits["generated"]
     assert [len(t) for t in reference] == [NEW_TOKENS] * len(PROMPTS)
     assert ours == reference
+
+
+def test_a_stale_carried_pattern_is_refused():
+    """TensorRT-LLM reads sliding_window_pattern, transformers layer_types: changing one
+    without the other would export a config the two read differently."""
+    with pytest.raises(ValueError, match=r"layer_types\[3\]='sliding_attention' disagrees"):
+        get_preset("tiny4").replace(layer_types=(SLIDING,) * 4)

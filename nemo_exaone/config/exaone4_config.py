@@ -8,9 +8,11 @@ file leaves out means transformers' default. What 4.0 adds over 3.x, and how it 
   ``full_attention`` per layer) -> :attr:`ExaoneArch.sliding_window`,
   :attr:`ExaoneArch.layer_types`. ``sliding_window_pattern`` ("LLLG") is carried verbatim and
   checked against ``layer_types``. Without ``layer_types`` (the configs as first published
-  had none; transformers issue #39696) the pattern is expanded as ``Exaone4Config`` documents
-  it: letters repeated from layer 0, an integer n making every n-th layer global, and the last
-  layer global either way; a null window means every layer global.
+  had none; transformers issue #39696) the pattern is expanded as the implementations do
+  (transformers' ``Exaone4Config`` for integers, TensorRT-LLM's ``check_is_sliding`` for
+  letters): letters repeated from layer 0 with the last layer global, an integer n making every
+  n-th layer global; a null window or pattern means every layer global. TensorRT-LLM reads the
+  pattern, transformers ``layer_types``: a carried pattern must agree with ``layer_types``.
 * RoPE applies to a layer iff ``sliding_window`` is null or the layer is a sliding one (so the
   32B's global layers have no position encoding); see :func:`rope_layers`.
 * Post-norm and per-head QK-norm have no config field: they are what ``exaone4`` means.
@@ -72,9 +74,9 @@ def _err(path: str, message: str) -> HFConfigError:
 
 
 def expand_pattern(pattern: Any, num_layers: int, path: str) -> list[str]:
-    """``layer_types`` from ``sliding_window_pattern`` as ``Exaone4Config`` documents it: "LLLG"
-    repeated from layer 0, or an integer n (every n-th layer global; 0 or null: all global);
-    the final layer is global either way."""
+    """``layer_types`` from ``sliding_window_pattern``: "LLLG" repeated from layer 0 with the
+    final layer global (TensorRT-LLM), or an integer n, every n-th layer global (transformers);
+    0 or null: all global."""
     if pattern in (None, 0):
         return [FULL] * num_layers
     if isinstance(pattern, str):
@@ -82,12 +84,11 @@ def expand_pattern(pattern: Any, num_layers: int, path: str) -> list[str]:
             raise _err(path, f"sliding_window_pattern={pattern!r}: expected letters L and G")
         kinds = [SLIDING if pattern[i % len(pattern)] == "L" else FULL
                  for i in range(num_layers)]
-    elif isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:
-        kinds = [SLIDING if (i + 1) % pattern else FULL for i in range(num_layers)]
-    else:
-        raise _err(path, f"sliding_window_pattern={pattern!r}: expected a string of L/G, a "
-                         "non-negative integer or null")
-    return kinds[:-1] + [FULL]
+        return kinds[:-1] + [FULL]
+    if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:
+        return [SLIDING if (i + 1) % pattern else FULL for i in range(num_layers)]
+    raise _err(path, f"sliding_window_pattern={pattern!r}: expected a string of L/G, a "
+                     "non-negative integer or null")
 
 
 def _check_pattern(pattern: Any, layer_types: list[str], path: str) -> None:
@@ -223,3 +224,6 @@ def validate_family(arch: Any) -> None:
         raise ValueError(f"sliding_window={window!r} must be a positive integer or null")
     if window is None and SLIDING in arch.layer_types:
         raise ValueError(f"layer_types has {SLIDING!r} layers but sliding_window is null")
+    # A carried letter pattern is what TensorRT-LLM reads: it must say what layer_types says.
+    _check_pattern(arch.hf_extra.get("sliding_window_pattern"), list(arch.layer_types),
+                   "sliding_window_pattern (carried in the config)")
