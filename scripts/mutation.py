@@ -39,7 +39,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                        "test_cross_entropy_matches_hand_computation",
                        "test_kl_matches_hand_computation_at_temperature",
                        "test_kd_and_afm_losses_match_hand_computation",
-                       "test_gradients_match_autograd_reference")]),
+                       "test_gradients_match_autograd_reference")]
+                   + ["tests/test_distill_loss_parts.py"]),
     "chat_format": (["nemo_exaone/data/chat_format.py"],
                     ["tests/test_data_chat_format.py", "tests/test_chat_format_prompt.py"]),
     "mapping": (["nemo_exaone/checkpoint/mapping.py", "nemo_exaone/checkpoint/exaone_hf.py"],
@@ -72,7 +73,9 @@ def _pyproject(modules: list[str], tests: list[str]) -> str:
         f"only_mutate = {json.dumps(modules)}\n"
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
-        "use_git_change_detection = false\n")
+        "use_git_change_detection = false\n"
+        # torch is not fork-safe: fork the workers from a clean server process
+        'process_isolation = "forkserver"\n')
 
 
 def run_group(name: str, max_children: int, timeout: int) -> dict:
@@ -85,7 +88,7 @@ def run_group(name: str, max_children: int, timeout: int) -> dict:
     # editable install. The directory must exist before Python starts: an entry that is
     # missing at start-up is cached as "no importer" and later skipped.
     (group_dir / "mutants").mkdir()
-    env = {**os.environ, "PYTHONPATH": str(group_dir / "mutants")}
+    env = {**os.environ, "PYTHONPATH": str(group_dir / "mutants"), "OMP_NUM_THREADS": "1"}
     started = time.monotonic()
     log = group_dir / "mutmut.log"
     with open(log, "w") as handle:
