@@ -20,8 +20,13 @@ BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 
 
 def collate(samples: list[Sample]) -> Batch:
-    """Stack the causal-LM fields of ``samples`` (other fields, e.g. masks, are dropped)."""
-    batch = {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in BATCH_KEYS}
+    """Stack the causal-LM fields of ``samples``, and ``document_ids`` when every sample is a
+    pack of several (the objective then keeps them from attending to each other); other
+    fields are dropped."""
+    keys = BATCH_KEYS + (("document_ids",) if all("document_ids" in s for s in samples) else ())
+    batch = {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in keys}
+    if "document_ids" in batch:
+        batch["document_ids"] = batch["document_ids"].long()
     batch["tokens"] = batch["tokens"].long()
     batch["labels"] = batch["labels"].long()
     batch["position_ids"] = batch["position_ids"].long()

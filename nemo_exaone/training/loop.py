@@ -122,7 +122,7 @@ def _build_objective(cfg: TrainingJobConfig, parallel: ParallelConfig, run_log, 
     )
 
     if cfg.stage.objective == "lm":
-        return LanguageModelObjective(), ()
+        return LanguageModelObjective(spec=cfg.model.spec), ()
     if cfg.stage.objective == "reward":
         from nemo_exaone.alignment.reward_model import RewardModelObjective
 
@@ -151,7 +151,7 @@ def _build_objective(cfg: TrainingJobConfig, parallel: ParallelConfig, run_log, 
     loss_cfg = DistillationLossConfig(loss=cfg.distill.loss, alpha=cfg.distill.alpha,
                                       temperature=cfg.distill.temperature,
                                       afm_teacher_weight=cfg.distill.afm_teacher_weight)
-    return DistillationObjective(teacher, loss_cfg), ("lm loss",)
+    return DistillationObjective(teacher, loss_cfg, spec=cfg.model.spec), ("lm loss",)
 
 
 class _StopFlag:

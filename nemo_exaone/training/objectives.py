@@ -30,6 +30,15 @@ def to_device(batch: Batch) -> Batch:
     return {k: v.cuda(non_blocking=True) for k, v in batch.items()}
 
 
+def _isolated(batch: Batch, spec: str | None):
+    """Model inputs with packed samples (``document_ids`` in the batch) kept from attending
+    to each other (:mod:`nemo_exaone.model.packed_attention`)."""
+    from nemo_exaone.model.packed_attention import isolation_inputs
+    from nemo_exaone.model.spec import default_spec_name
+
+    return isolation_inputs(batch, spec or default_spec_name())
+
+
 def masked_sum(token_losses: torch.Tensor, loss_mask: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of losses where mask is 1, number of such tokens as int)."""
@@ -42,13 +51,15 @@ class LanguageModelObjective:
 
     loss_key = "lm loss"
 
-    def __init__(self) -> None:
+    def __init__(self, spec: str | None = None) -> None:
         # Fault injection (safety.inject_nan_at_steps): poisons the loss of the next step.
         self.inject_nonfinite = False
+        self.spec = spec  # layer spec: decides how packed samples are kept apart
 
     def forward_step(self, data_iterator: Iterator[Batch], model):
         batch = to_device(next(data_iterator))
-        output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+        tokens, positions, labels, kwargs = _isolated(batch, self.spec)
+        output = model(tokens, positions, labels=labels, **kwargs)
         return output, partial(self._loss, batch["loss_mask"])
 
     def _loss(self, loss_mask: torch.Tensor, token_losses: torch.Tensor):
@@ -97,16 +108,20 @@ class DistillationObjective:
 
     loss_key = "distill loss"
 
-    def __init__(self, teacher: torch.nn.Module, cfg: DistillationLossConfig) -> None:
+    def __init__(self, teacher: torch.nn.Module, cfg: DistillationLossConfig,
+                 spec: str | None = None) -> None:
         self.teacher = teacher
         self.cfg = cfg
         self.inject_nonfinite = False
+        self.spec = spec
 
     def forward_step(self, data_iterator: Iterator[Batch], model):
         batch = to_device(next(data_iterator))
+        tokens, positions, labels, kwargs = _isolated(batch, self.spec)
+        batch = {**batch, "labels": labels}  # flattened with the tokens in the thd layout
         with torch.no_grad():
-            teacher_logits = self.teacher(batch["tokens"], batch["position_ids"], None)
-        student_logits = model(batch["tokens"], batch["position_ids"], None)
+            teacher_logits = self.teacher(tokens, positions, **kwargs)
+        student_logits = model(tokens, positions, **kwargs)
         return student_logits, partial(self._loss, batch, teacher_logits)
 
     def _loss(self, batch: Batch, teacher_logits: torch.Tensor, student_logits: torch.Tensor):
