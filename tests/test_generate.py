@@ -297,3 +297,31 @@ def test_default_stop_ids_are_endofturn_and_eos(tiny):
     assert default_stop_ids(tokenizer, 361) == (EOT, 361)
     assert default_stop_ids(tokenizer, [EOT, 7]) == (EOT, 7)
     assert default_stop_ids(None, None) == ()
+
+
+def _greedy_worker(ckpt: str, prompts: list[list[int]], new: int) -> list[list[int]]:
+    from nemo_exaone.inference import GenerationConfig, generate
+    from nemo_exaone.inference.loading import load_for_generation
+    from nemo_exaone.runtime.distributed import destroy_distributed
+
+    loaded = load_for_generation(ckpt)
+    out = [g.token_ids for g in generate(loaded.chunks, prompts, GenerationConfig(new))]
+    destroy_distributed()
+    return out
+
+
+def test_exaone4_greedy_equals_transformers_across_the_sliding_window(tmp_path):
+    """EXAONE 4.0 (hybrid sliding-window / global layers, QK-norm, post-norm) through the same
+    KV-cache path: prompt 0 plus its continuation (30 tokens) outgrows tiny4's 16-token window."""
+    from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
+    from nemo_exaone.checkpoint.mcore_to_hf import convert_mcore_to_hf
+    from nemo_exaone.checkpoint.synthetic import write_random_hf_checkpoint
+
+    arch = get_preset("tiny4")
+    assert arch.sliding_window == 16 and "full_attention" in arch.layer_types
+    hf = write_random_hf_checkpoint(tmp_path / "hf", arch, seed=1, std=0.2)
+    convert_hf_to_mcore(hf, tmp_path / "ckpt", progress=False)
+    convert_mcore_to_hf(tmp_path / "ckpt", tmp_path / "export", progress=False)
+    prompts = [list(range(100, 118)), [12, 13, 14], [250, 251, 252, 253, 254]]
+    [ours] = spawn_local(_greedy_worker, 1, str(tmp_path / "ckpt"), prompts, 12)
+    assert ours == _hf_greedy(tmp_path / "export", prompts, 12)
