@@ -55,6 +55,19 @@ def test_whole_document_blend_with_replay_keeps_documents_and_weights(tmp_path):
         assert torch.equal(sample["position_ids"][real], tokens[real] % 1000 % 500)
         replayed += int(tokens[0].item() % 1000 >= 500)
     assert replayed == 10
+    # attention never crosses a document either: the loop's batches keep document_ids and
+    # the objective's mask lets a token see exactly the earlier tokens of its own document
+    from nemo_exaone.model.packed_attention import isolation_inputs
+
+    batch = GlobalBatches(source, 8, 8, 0, 1).microbatches(0)[0]
+    tokens, real = batch["tokens"], batch["document_ids"] >= 0
+    document = torch.where(real, tokens // 1000 * 2 + (tokens % 1000 >= 500).long(), -1)
+    assert (document.amax(1) != document.amin(1)).all()  # every sample packs several
+    causal = torch.ones(32, 32, dtype=torch.bool).tril()
+    own = (document.unsqueeze(2) == document.unsqueeze(1)) & causal
+    _, _, _, kwargs = isolation_inputs(batch, "local")
+    blocked = kwargs["attention_mask"][:, 0]  # Megatron's convention: True = may not attend
+    assert torch.equal(~blocked[real], own[real])
     again, _ = build_sample_source(data, 32, get_preset("tiny"), tmp_path, 100)
     assert all(torch.equal(again[i]["tokens"], source[i]["tokens"]) for i in range(20))
 
