@@ -264,6 +264,7 @@ def test_cli_chat_prompt_uses_the_checkpoints_tokenizer(tiny):
     (["--prompt-ids", "1,2", "--chat"], "--chat renders a text prompt"),
     (["--prompt-ids", "1,2", "--top-k", "3", "--top-p", "0.9"], "set the other to 0"),
     (["--prompt", "hi", "--max-new-tokens", "0"], "max_new_tokens=0"),
+    (["--prompt-ids", "1,2", "--tp", "2"], "world_size=1 is not divisible by tensor"),
 ])
 def test_cli_refuses_bad_input_naming_it(tiny, capsys, args, message):
     from nemo_exaone.cli import main

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from nemo_exaone.config.errors import ConfigError, InputError
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nemo_exaone.checkpoint.locate import locate_checkpoint
     from nemo_exaone.checkpoint.metadata import read_checkpoint_arch
+    from nemo_exaone.config.parallel import ParallelConfig, validate_parallel
     from nemo_exaone.inference import GenerationConfig, default_stop_ids, generate
     from nemo_exaone.inference.generation import check_prompts
     from nemo_exaone.inference.loading import load_for_generation, load_tokenizer_for
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer_for(found.path, args.tokenizer)
     prompts = check_prompts(_prompts(args, tokenizer, found.path), arch.vocab_size)
     config = dataclasses.replace(config, stop_ids=default_stop_ids(tokenizer, arch.eos_token_id))
+    validate_parallel(arch, ParallelConfig(tensor_model_parallel_size=args.tp),
+                      int(os.environ.get("WORLD_SIZE", "1")))  # --tp N needs N torchrun ranks
     loaded = load_for_generation(found.path, tensor_parallel=args.tp, tokenizer_dir=args.tokenizer)
     try:
         first = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
