@@ -22,7 +22,7 @@ OptimizerConfig = OptimizerSettings
 OBJECTIVES = ("lm", "distill", "reward", "dpo")
 SCHEDULE_STYLES = ("cosine", "wsd", "constant", "linear")
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
-DATA_SOURCES = ("indexed", "shipped", "synthetic", "preference")
+DATA_SOURCES = ("indexed", "shipped", "synthetic", "preference", "chat")
 DOCUMENT_MODES = ("split", "whole")
 TOO_LONG_POLICIES = ("skip", "truncate")
 SHIPPED_SPLITS = ("pretrain", "continued", "hq")
@@ -119,6 +119,11 @@ class DataConfig:
     # prompts (nemo_exaone.alignment.preference_data), with the tiny tokenizer when
     # tokenizer_dir is null too.
     preference_file: str | None = None
+    # source=chat (SFT): chat JSONL files (messages, NeMo-Aligner SFT chat or TRL
+    # prompt/completion; nemo_exaone.data.sft_datasets); empty: the shipped chat_sft.jsonl.
+    # Whole conversations packed (pack_documents), too long ones skipped or truncated
+    # (too_long_documents); loss on assistant tokens only, no attention across conversations.
+    chat_files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -241,7 +246,7 @@ class DPOConfig:
 @dataclass
 class StageConfig:
     name: str = "pretrain"
-    objective: str = "lm"  # lm | distill | reward | dpo (later: sft)
+    objective: str = "lm"  # lm (pretraining stages and SFT) | distill | reward | dpo
 
 
 @dataclass

@@ -6,7 +6,9 @@
 - ``documents=whole``: one :class:`nemo_exaone.data.document_datasets.WholeDocumentDataset`
   per prefix, mixed by :class:`.samples.BlendedSamples` with the weights of the same
   blend/replay arithmetic;
-- ``source=synthetic``: no data at all.
+- ``source=synthetic``: no data at all;
+- ``source=chat``: chat JSONL for SFT, packed whole conversations
+  (:mod:`nemo_exaone.data.sft_datasets`).
 
 ``source=shipped`` first prepares the corpus bundled with the package
 (:mod:`nemo_exaone.data.shipped_data`) and points the data settings at it.
@@ -110,6 +112,15 @@ def build_sample_source(data: DataConfig, seq_length: int, arch: ExaoneArch, run
                                                               data_dir(data, run_dir))
         return source, DataSummary(source="preference", prefixes=[path],
                                    tokenizer_dir=tokenizer_dir)
+    if data.source == "chat":
+        from nemo_exaone.data.sft_datasets import build_chat_source
+
+        source, paths, tokenizer_dir = build_chat_source(data, seq_length, arch,
+                                                         data_dir(data, run_dir))
+        return source, DataSummary(source="chat", prefixes=paths,
+                                   skipped_documents=source.num_skipped,
+                                   truncated_documents=source.num_truncated,
+                                   tokenizer_dir=tokenizer_dir)
     data = prepare_data(data, arch, run_dir)
     pad_id = _check_vocab(data.tokenizer_dir, arch)
     blend_config = _blend_config(data)
@@ -129,11 +140,20 @@ def build_sample_source(data: DataConfig, seq_length: int, arch: ExaoneArch, run
         return built.train, summary
     from nemo_exaone.data.blends import resolve_blend
     from nemo_exaone.data.document_datasets import WholeDocumentDataset
+    from nemo_exaone.data.preprocess import mask_prefix
+
+    def masks(prefix: str) -> str | None:
+        """A chat dataset's assistant mask (``preprocess --mode chat``): SFT loss."""
+        found = mask_prefix(prefix)
+        return str(found) if Path(f"{found}.idx").is_file() else None
 
     blend = resolve_blend(blend_config)
+    # Packed documents carry document_ids: the objective keeps them from attending to each
+    # other (nemo_exaone.model.packed_attention).
     datasets = [WholeDocumentDataset(prefix, seq_length, seed=data.seed + i,
                                      shuffle=data.shuffle, pack=data.pack_documents,
-                                     too_long=data.too_long_documents, pad_id=pad_id or 0)
+                                     too_long=data.too_long_documents, pad_id=pad_id or 0,
+                                     loss_mask_prefix=masks(prefix))
                 for i, prefix in enumerate(blend.prefixes)]
     summary = DataSummary(source=data.source, prefixes=blend.prefixes, weights=blend.weights,
                           skipped_documents=sum(d.num_skipped for d in datasets),
