@@ -24,8 +24,8 @@ def _off_device(module: torch.nn.Module) -> list[str]:
 
 
 def _placements() -> dict:
-    """Build our norm, one decoder layer of the local spec and the whole model with CPU
-    initialisation off, ``torch.cuda.current_device()`` being the stand-in device."""
+    """Build our norm, one decoder layer of the local spec and whole models (EXAONE 3.x tied
+    and untied, EXAONE 4.0) with CPU initialisation off, ``torch.cuda.current_device()`` being the stand-in device."""
     from megatron.core.transformer.spec_utils import build_module
 
     from nemo_exaone.config.parallel import ParallelConfig
@@ -47,9 +47,13 @@ def _placements() -> dict:
         layer = build_module(transformer_layer_spec("local"), config=config, layer_number=1)
         models = [build_model(dataclasses.replace(arch, tie_word_embeddings=tied),
                               options=options) for tied in (True, False)]
+        # EXAONE 4.0: QK-norm, post-norm linears, sliding-window attention
+        exaone4 = build_model(get_preset("tiny4"), options=options)
         kinds = {type(m).__name__ for m in models[0].modules()}
         return {"norm": _off_device(norm), "layer": _off_device(layer),
                 "tied model": _off_device(models[0]), "untied model": _off_device(models[1]),
+                "exaone4 model": _off_device(exaone4),
+                "exaone4 kinds": sorted({type(m).__name__ for m in exaone4.modules()}),
                 "untied has output layer": hasattr(models[1], "output_layer")
                 and models[1].output_layer.weight is not None,
                 "layer_has_ours": [isinstance(layer.input_layernorm, ExaoneRMSNorm),
@@ -66,5 +70,6 @@ def test_every_tensor_on_megatron_device():
     assert got["layer_has_ours"] == [True, True]
     assert "ExaoneRMSNorm" in got["kinds"] and got["num_params"] > 10
     assert got["untied has output layer"]
-    for part in ("norm", "layer", "tied model", "untied model"):
+    assert "WindowedSDPACoreAttention" in got["exaone4 kinds"]
+    for part in ("norm", "layer", "tied model", "untied model", "exaone4 model"):
         assert got[part] == [], f"{part}: {got[part]}"
