@@ -21,6 +21,8 @@ import torch
 from nemo_exaone.config.presets import get_preset
 from nemo_exaone.runtime.launch import spawn_local
 
+pytestmark = pytest.mark.slow  # real processes: one, two (TP=2) and the command line
+
 PROMPTS = [[5, 17, 300, 42, 9, 100], [12, 13, 14], [250, 251, 252, 253, 254]]
 NEW = 8
 SPECIALS = ["[PAD]", "[BOS]", "[UNK]", "[|endofturn|]", "[|system|]", "[|user|]",
