@@ -3,7 +3,8 @@ stack (KV cache). Greedy unless a sampling flag (--temperature, --top-k, --top-p
 
 Run it as a plain process, or under ``torchrun --nproc-per-node N ... --tp N`` for tensor
 parallelism (rank 0 prints). Stops at ``[|endofturn|]`` and the checkpoint's eos token.
-``--json`` prints one object per prompt: ``{"token_ids": [generated ids], "text": ...}``.
+``--json`` prints one object per prompt, a line each: ``{"token_ids": [generated ids, the
+stop token excluded], "text": ..., "finish_reason": "stop" | "length"}``.
 """
 
 from __future__ import annotations
