@@ -130,3 +130,23 @@ def test_reward_model_starts_from_an_lm_checkpoint(setup):
     assert expected
     for key, value in expected.items():
         assert torch.equal(got[key], value), key
+
+
+def _dpo_losses(tmp: str, data: str, name: str, parallel: str) -> list[float]:
+    metrics, _ = _run(Path(tmp), Path(data), name, f"parallel={parallel}",
+                      "dpo.reference=on_the_fly", "train.max_steps=2")
+    return [r["loss"] for r in metrics]
+
+
+@pytest.mark.slow
+def test_dpo_losses_at_tp2_equal_tp1(setup):
+    """Vocab-parallel log-probs of policy and reference: two gloo ranks holding half the
+    vocabulary each give the TP=1 losses (step 2 after one update included)."""
+    from nemo_exaone.runtime.launch import spawn_local
+
+    tmp, data = setup
+    tp1 = spawn_local(_dpo_losses, 1, str(tmp), str(data), "tp1", "single")[0]
+    tp2 = spawn_local(_dpo_losses, 2, str(tmp), str(data), "tp2", "tp2")[0]
+    assert tp1[0] == pytest.approx(0.693147, abs=1e-5)
+    assert tp2 == pytest.approx(tp1, rel=1e-4)
+    assert tp1[1] != pytest.approx(tp1[0], abs=1e-4)  # the update changed the loss

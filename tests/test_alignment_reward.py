@@ -135,6 +135,7 @@ def _score_at_tp(ckpt: str, pairs: list, tp: int) -> list[float]:
         destroy_distributed()
 
 
+@pytest.mark.slow
 def test_tp2_scores_equal_tp1(trained):
     from nemo_exaone.runtime.launch import spawn_local
 
