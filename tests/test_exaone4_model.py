@@ -239,3 +239,13 @@ def test_a_stale_carried_pattern_is_refused():
     without the other would export a config the two read differently."""
     with pytest.raises(ValueError, match=r"layer_types\[3\]='sliding_attention' disagrees"):
         get_preset("tiny4").replace(layer_types=(SLIDING,) * 4)
+
+
+@pytest.mark.parametrize("name", ["exaone4.0-1.2b", "exaone4.0-32b", "tiny4"])
+def test_preset_table_rows_are_written_back_verbatim(name):
+    """The table row is the config.json; reading and writing it changes nothing."""
+    from nemo_exaone.config.presets import PRESET_TABLE
+
+    published = PRESET_TABLE[name]
+    assert get_preset(name).to_hf_config() == dict(sorted(published.items()))
+    assert "auto_map" not in published  # native in transformers: no remote code
