@@ -25,7 +25,7 @@ PUBLISHED = {
     "exaone4.0-32b": (64, 5120, 40, 8, 128, 27392, 102400, 131072, 1e6, 16.0, 4096, False),
 }
 # Exact counts of the built Megatron model; the HF model on the meta device must agree.
-# Without the embedding (and untied output layer) they are the model cards' 1.07B / 30.95B.
+# Without the embedding (and the untied output layer): 1,069,676,288 / 30,954,640,384.
 COUNTS = {"exaone4.0-1.2b": 1_279_391_488, "exaone4.0-32b": 32_003_216_384}
 
 
