@@ -88,7 +88,10 @@ PRESET_TABLE: dict[str, dict[str, Any]] = {
 LLAMA3_ROPE_SCALING_40: dict[str, Any] = dict(LLAMA3_ROPE_SCALING_35, factor=16.0)
 
 # Keys both published EXAONE 4.0 config.json files have with the same value (transformers'
-# Exaone4Config spelling; no remote code).
+# Exaone4Config spelling; no remote code). Checked against public sources: sizes, RoPE
+# (llama3 x16 over 8192, theta 1e6), window and pattern (32B "LLLG", 1.2B null: transformers
+# issue #39696), tying; the token ids (bos 1, eos 361, pad 0) are EXAONE 3.5's and were not
+# found in a 4.0 file. The files as first published had no layer_types; we state them.
 _PUBLISHED_COMMON_40: dict[str, Any] = {
     "architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4", "attention_dropout": 0.0,
     "bos_token_id": 1, "eos_token_id": 361, "pad_token_id": 0, "hidden_act": "silu",
