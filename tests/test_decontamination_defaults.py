@@ -17,7 +17,12 @@ import string
 import pytest
 
 from nemo_exaone.cli import main
-from nemo_exaone.data.decontamination import DecontaminationConfig, decontaminate, normalize_text
+from nemo_exaone.data.decontamination import (
+    DecontaminationConfig,
+    decontaminate,
+    normalize_text,
+    sampled_window_starts,
+)
 
 S, N = 50, 10
 _rng = random.Random(50)
@@ -63,6 +68,16 @@ def test_the_fixture_sits_on_the_boundary():
 def test_library_defaults_are_the_published_method():
     config = DecontaminationConfig(train="t.jsonl", tests=["x.jsonl"], out="o", report="r")
     assert (config.window, config.samples) == (S, N)
+
+
+def test_sampled_window_starts_defaults_are_the_published_method():
+    starts = sampled_window_starts(ITEM)
+    assert starts == sampled_window_starts(ITEM, window=S, samples=N, seed=0)
+    assert len(starts) == N and max(starts) <= len(ITEM) - S
+    assert starts != sampled_window_starts(ITEM, window=S, samples=N, seed=1)
+    # S by its boundary: S characters hold one window, S-1 none
+    assert sampled_window_starts(ITEM[:S]) == [0]
+    assert sampled_window_starts(ITEM[:S - 1]) == []
 
 
 def test_library_keeps_49_shared_characters_and_removes_50(tmp_path):
