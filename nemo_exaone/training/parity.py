@@ -36,6 +36,9 @@ class ParityConfig:
     seed: int = 1234
     arch_overrides: dict = field(default_factory=dict)
     verbose: bool = False
+    # Each row packs three segments (document_ids, positions restarting, no loss across a
+    # boundary): the objective's attention isolation runs under the layout being compared.
+    packed: bool = False
 
     def arch(self) -> ExaoneArch:
         return get_preset(self.preset).replace(**self.arch_overrides)
@@ -86,12 +89,22 @@ def synthetic_batches(vocab_size: int, step: int, cfg: ParityConfig, dp_rank: in
         start = torch.randint(0, vocab_size, (b * dp_size, 1), generator=gen)
         stride = torch.randint(1, 8, (b * dp_size, 1), generator=gen)
         seq = ((start + stride * torch.arange(s + 1)) % vocab_size)[dp_rank * b:(dp_rank + 1) * b]
-        batches.append({
+        batch = {
             "tokens": seq[:, :-1].contiguous(),
             "labels": seq[:, 1:].contiguous(),
             "loss_mask": torch.ones(b, s),
             "position_ids": torch.arange(s).unsqueeze(0).expand(b, -1).contiguous(),
-        })
+        }
+        if cfg.packed:
+            cuts = torch.randint(s // 8, s - s // 8, (b * dp_size, 2), generator=gen)
+            cuts = cuts.sort(dim=1).values[dp_rank * b:(dp_rank + 1) * b]
+            index = torch.arange(s + 1).unsqueeze(0)
+            docs = (index >= cuts[:, :1]).long() + (index >= cuts[:, 1:]).long()
+            starts = torch.where(docs == 0, 0, torch.where(docs == 1, cuts[:, :1], cuts[:, 1:]))
+            batch["document_ids"] = docs[:, :-1].contiguous()
+            batch["position_ids"] = (index - starts)[:, :-1].contiguous()
+            batch["loss_mask"] = (docs[:, 1:] == docs[:, :-1]).float()
+        batches.append(batch)
     return batches
 
 
