@@ -13,8 +13,10 @@ and returns, per sample::
     position_ids        (seq_length,) int64     restart at 0 in every document
     document_ids        (seq_length,) int64     index of the packed document, -1 on padding
 
-so no loss target crosses a document boundary; the training loop can turn ``document_ids``
-into a block-diagonal attention mask or packed-sequence boundaries. Documents longer than
+so no loss target crosses a document boundary, and the loop's objective turns
+``document_ids`` into a block-diagonal causal mask (local spec) or THD packed-sequence
+boundaries (TE spec), so no attention crosses one either
+(:mod:`nemo_exaone.model.packed_attention`). Documents longer than
 ``seq_length + 1`` are skipped (``too_long="skip"``, counted in ``num_skipped``), truncated
 (``"truncate"``, the usual SFT choice) or rejected (``"error"``).
 """
