@@ -45,7 +45,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                     ["tests/test_data_chat_format.py", "tests/test_chat_format_prompt.py"]),
     "mapping": (["nemo_exaone/checkpoint/mapping.py", "nemo_exaone/checkpoint/exaone_hf.py"],
                 ["tests/test_checkpoint_mapping.py"]),
-    "presets": (["nemo_exaone/config/presets.py"], ["tests/test_presets.py"]),
+    "presets": (["nemo_exaone/config/presets.py"],
+                ["tests/test_presets.py", "tests/test_preset_identity.py"]),
     "decontamination": (["nemo_exaone/data/decontamination.py",
                          "nemo_exaone/data/window_hash.py"],
                         ["tests/test_data_decontamination.py",
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("groups", nargs="*", help=f"default: all ({', '.join(GROUPS)})")
     parser.add_argument("--list", action="store_true", help="print the groups and exit")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per group")
+    parser.add_argument("--timeout", type=int, default=600,
+                        help="seconds per group (default 600: five groups in under an hour)")
     args = parser.parse_args(argv)
     if args.list:
         for name, (modules, tests) in GROUPS.items():
