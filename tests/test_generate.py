@@ -328,3 +328,14 @@ def test_exaone4_greedy_equals_transformers_across_the_sliding_window(tmp_path):
     prompts = [list(range(100, 118)), [12, 13, 14], [250, 251, 252, 253, 254]]
     [ours] = spawn_local(_greedy_worker, 1, str(tmp_path / "ckpt"), prompts, 12)
     assert ours == _hf_greedy(tmp_path / "export", prompts, 12)
+
+
+def test_length_groups_bound_the_spread_and_the_batch():
+    from nemo_exaone.inference.generation import length_groups
+
+    # Spread allowed: max_new_tokens // 2 (here 4); the static engine feeds the excess of a
+    # longer prompt one token per step, so prompts far apart in length get their own batch.
+    assert length_groups([6, 3, 5], 8, 8) == [[1, 2, 0]]
+    assert length_groups([18, 3, 5], 12, 8) == [[1, 2], [0]]
+    assert length_groups([5, 5, 5, 5], 8, 2) == [[0, 1], [2, 3]]
+    assert length_groups([1, 2, 3, 4, 5, 6], 2, 10) == [[0, 1], [2, 3], [4, 5]]

@@ -238,6 +238,29 @@ def check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> list[lis
     return out
 
 
+def length_groups(lengths: Sequence[int], max_new_tokens: int, max_batch_size: int
+                  ) -> list[list[int]]:
+    """Prompt indices in static batches: by length, at most ``max_batch_size`` each, and the
+    longest prompt of a batch at most ``max(1, max_new_tokens // 2)`` tokens longer than its
+    shortest.
+
+    Megatron's static engine prefills a batch only up to its shortest prompt and feeds the
+    rest of the longer prompts one token per step; a batch costs about
+    ``spread + max_new_tokens`` forward steps, so prompts far apart in length run faster in
+    separate batches than in one.
+    """
+    allowed = max(1, max_new_tokens // 2)
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        group = groups[-1] if groups else None
+        if (group is None or len(group) >= max_batch_size
+                or lengths[index] - lengths[group[0]] > allowed):
+            groups.append([index])
+        else:
+            group.append(index)
+    return groups
+
+
 def generate(model_chunks: list, prompts: Sequence[Sequence[int]], config: GenerationConfig,
              *, tokenizer=None, max_batch_size: int | None = None,
              max_position_embeddings: int | None = None) -> list[Generation]:
@@ -247,8 +270,9 @@ def generate(model_chunks: list, prompts: Sequence[Sequence[int]], config: Gener
     training step would); all get the same result. ``model_chunks`` are the chunks a training
     run or :func:`load_for_generation` built (DDP / Float16Module wrappers are looked
     through); the weights are used in place, nothing is copied. ``tokenizer`` (optional)
-    decodes the results into ``Generation.text``. Prompts of different lengths share a batch
-    of up to ``max_batch_size`` (default: all of them). ``max_position_embeddings`` (the
+    decodes the results into ``Generation.text``. Prompts run in static batches of up to
+    ``max_batch_size`` (default: all of them) grouped by length (:func:`length_groups`);
+    results come back in prompt order. ``max_position_embeddings`` (the
     model's trained context, when known) bounds prompt + new tokens.
     """
     from megatron.core import parallel_state
@@ -271,7 +295,9 @@ def generate(model_chunks: list, prompts: Sequence[Sequence[int]], config: Gener
     if max_position_embeddings is not None and longest > max_position_embeddings:
         raise ConfigError(f"the longest prompt plus max_new_tokens is {longest} tokens, more "
                           f"than the model's max_position_embeddings={max_position_embeddings}")
-    batch = max_batch_size or len(prompts)
+    groups = length_groups([len(p) for p in prompts], config.max_new_tokens,
+                           max_batch_size or len(prompts))
+    batch = max(len(g) for g in groups)
 
     controller_class = _controller_class()
     with _preserved_state(model), warnings.catch_warnings():
@@ -292,13 +318,15 @@ def generate(model_chunks: list, prompts: Sequence[Sequence[int]], config: Gener
             top_k=1 if config.greedy else int(config.top_k),
             top_p=0.0 if config.greedy else float(config.top_p),
             num_tokens_to_generate=config.max_new_tokens)
-        requests = [InferenceRequest(request_id=engine.get_new_request_id(), prompt="",
-                                     prompt_tokens=list(p), sampling_params=params)
-                    for p in prompts]
-        with _quiet_progress():
-            done = engine.generate(inference_requests=requests)
+        done: dict[int, object] = {}
+        for group in groups:  # one static batch each, in order
+            requests = [InferenceRequest(request_id=engine.get_new_request_id(), prompt="",
+                                         prompt_tokens=list(prompts[i]), sampling_params=params)
+                        for i in group]
+            with _quiet_progress():
+                done.update(zip(group, engine.generate(inference_requests=requests)))
     results = []
-    for prompt, request in zip(prompts, done):
+    for prompt, request in zip(prompts, (done[i] for i in range(len(prompts)))):
         ids = [int(t) for t in torch.as_tensor(request.generated_tokens).tolist()]
         reason = "length" if len(ids) >= config.max_new_tokens else "stop"
         text = tokenizer.decode(ids, skip_special_tokens=True) if tokenizer is not None else None
