@@ -7,7 +7,8 @@ so that greedy continuations are not ties) is written in HF format, imported to 
 exported back; ``--ckpt`` takes an existing Megatron checkpoint instead (it is exported to a
 temporary directory). Both sides generate exactly ``--new-tokens`` tokens per prompt (no stop
 ids), batch of ``--batch`` prompts whose lengths spread over ``--prompt-len`` +- 25%
-(transformers pads them on the left). Each side is warmed up once, then timed ``--repeats``
+(transformers pads them on the left; ours runs them in static batches grouped by length,
+``nemo_exaone.inference.generation.length_groups``). Each side is warmed up once, then timed ``--repeats``
 times in alternation; reported: generated tokens per second of the best and median repeat, and
 whether the greedy tokens agree. Prints a table and a final JSON line::
 
