@@ -40,3 +40,24 @@ def test_cli_unknown_preset_is_a_clean_error():
     assert out.returncode == 2
     assert "invalid choice: 'exaone9'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+_PARENT_THEN_CHILD = """
+import os, subprocess, sys
+from nemo_exaone.runtime.distributed import init_distributed
+init_distributed()  # a world of one; its store listens on MASTER_PORT while this process lives
+child = ("from nemo_exaone.runtime.distributed import init_distributed; init_distributed(); "
+         "import os; print(os.environ['MASTER_PORT'])")
+r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+print(os.environ["MASTER_PORT"], r.returncode, r.stdout.strip(), r.stderr[-2000:])
+"""
+
+
+def test_a_child_of_a_single_process_world_starts_its_own():
+    # In one pytest process an in-process run left RANK/MASTER_PORT in os.environ; every CLI
+    # run the suite launched afterwards inherited them and failed with EADDRINUSE.
+    out = subprocess.run([sys.executable, "-c", _PARENT_THEN_CHILD], capture_output=True,
+                         text=True, timeout=300, check=True).stdout.split(maxsplit=3)
+    parent_port, child_rc, child_port = out[0], out[1], out[2]
+    assert child_rc == "0", out
+    assert child_port != parent_port

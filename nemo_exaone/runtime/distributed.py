@@ -31,6 +31,17 @@ def default_backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+_SINGLE_PROCESS_MARK = "NEMO_EXAONE_SINGLE_PROCESS"
+
+
+def _inherited_single_process_env() -> bool:
+    """True when RANK/MASTER_PORT were set by ``init_distributed`` in a parent process."""
+    mark = os.environ.get(_SINGLE_PROCESS_MARK, "")
+    pid, _, port = mark.partition(":")
+    return (bool(mark) and pid != str(os.getpid()) and port == os.environ.get("MASTER_PORT")
+            and os.environ.get("WORLD_SIZE") == "1")
+
+
 def init_distributed(
     parallel: ParallelConfig | None = None,
     seed: int = 1234,
@@ -45,10 +56,17 @@ def init_distributed(
     enable_cpu_compat()
     parallel = parallel or ParallelConfig()
     if not torch.distributed.is_initialized():
-        if "RANK" not in os.environ:
+        if "RANK" not in os.environ or _inherited_single_process_env():
+            # Not launched by torchrun/SLURM: a world of one on loopback. The variables are
+            # marked as ours, so a child process that inherits them (a test launching the CLI,
+            # a tool spawning a run) starts its own world on a fresh port instead of taking
+            # them for a launcher's and colliding with this process's store.
+            inherited = _inherited_single_process_env()
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(free_port()))
+            if inherited or "MASTER_PORT" not in os.environ:
+                os.environ["MASTER_PORT"] = str(free_port())
+            os.environ[_SINGLE_PROCESS_MARK] = f"{os.getpid()}:{os.environ['MASTER_PORT']}"
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(
