@@ -51,6 +51,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                          "nemo_exaone/data/window_hash.py"],
                         ["tests/test_data_decontamination.py",
                          "tests/test_decontamination_defaults.py"]),
+    # The DPO family, SimPO and Bradley-Terry (issue 9): pure functions, closed-form tests.
+    "preference_losses": (["nemo_exaone/alignment/losses.py"],
+                          ["tests/test_alignment_losses.py"]),
 }
 STATUS = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped",
           "caught by type check", "not checked", "segfault")
