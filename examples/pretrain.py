@@ -13,21 +13,9 @@ Any field can be overridden (``train.max_steps=20 run.dir=runs/x``). The run dir
 the same command again resumes from the latest checkpoint.
 """
 
-import sys
+from nemo_exaone.commands.hydra_app import hydra_entry
 
-import hydra
-
-from nemo_exaone.commands.hydra_app import register_configs, run_job
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="pkg://nemo_exaone.conf", config_name="pretrain")
-def main(cfg) -> None:
-    code = run_job(cfg)
-    if code:
-        sys.exit(code)
-
+main = hydra_entry("pretrain")
 
 if __name__ == "__main__":  # dist_checkpointing's saver re-imports __main__ in a subprocess
     main()

@@ -14,21 +14,9 @@ with the chosen scored above the rejected), ``loss/reward margin``. Score afterw
 ``nemo-exaone align score --ckpt <run.dir> --input prompts_responses.jsonl --out scores.jsonl``.
 """
 
-import sys
+from nemo_exaone.commands.hydra_app import hydra_entry
 
-import hydra
-
-from nemo_exaone.commands.hydra_app import register_configs, run_job
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="pkg://nemo_exaone.conf", config_name="tiny_cpu_rm")
-def main(cfg) -> None:
-    code = run_job(cfg)
-    if code:
-        sys.exit(code)
-
+main = hydra_entry("tiny_cpu_rm")
 
 if __name__ == "__main__":  # dist_checkpointing's saver re-imports __main__ in a subprocess
     main()

@@ -109,3 +109,22 @@ def run_job(cfg) -> int:
               f"{result.state.skipped_steps}, checkpoint {result.last_checkpoint}, "
               f"metrics {Path(job.run.dir) / 'metrics.jsonl'}", flush=True)
     return EXIT_OK
+
+
+def hydra_entry(config_name: str):
+    """The ``main`` of a Hydra training script (``examples/*.py``): the shipped configs
+    (``--config-dir`` adds the user's), ``config_name`` as the default primary config, and
+    :func:`run_job`'s exit code. Every example script is this with its own default."""
+    import hydra
+
+    from nemo_exaone.conf import SEARCH_PATH
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path=SEARCH_PATH, config_name=config_name)
+    def main(cfg) -> None:
+        code = run_job(cfg)
+        if code:
+            sys.exit(code)
+
+    return main
