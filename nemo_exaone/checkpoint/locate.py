@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nemo_exaone.checkpoint.errors import CheckpointError
+from nemo_exaone.runtime.outputs import remove_path
 
 LATEST_FILE = "latest"
 _ITER_RE = re.compile(r"^iter_(\d+)$")
@@ -212,9 +212,6 @@ def clean_temporaries(root: Path) -> list[Path]:
     for tmp in [*root.glob(".iter_*.tmp*"), *root.glob(f".{LATEST_FILE}.tmp-*")]:
         if mine in tmp.name:
             continue
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        remove_path(tmp)
         removed.append(tmp)
     return removed

@@ -180,12 +180,17 @@ def remove_stale_temporaries(final: PathLike) -> list[Path]:
         pid_text = tmp.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
         if not pid_text.isdigit() or _pid_alive(int(pid_text)):
             continue
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        remove_path(tmp)
         removed.append(tmp)
     return removed
+
+
+def remove_path(path: Path) -> None:
+    """Delete a temporary file or directory tree (a link is removed, never followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def fsync_dir(path: PathLike) -> None:
