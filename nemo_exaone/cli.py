@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nemo_exaone.commands.train",
     "nemo_exaone.commands.generate",
     "nemo_exaone.commands.align",
+    "nemo_exaone.commands.export",
+    "nemo_exaone.commands.serve",
 )
 
 

@@ -8,8 +8,14 @@ training job of any layout loads.
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from nemo_exaone.checkpoint.dtypes import DTYPE_CHOICES
+
+EXTRA_CONVERSIONS: tuple[str, ...] = (
+    "nemo_exaone.commands.convert_llama",
+    "nemo_exaone.commands.convert_nemo",
+)
 
 
 def _hf_to_mcore(args: argparse.Namespace) -> int:
@@ -84,3 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     to_hf.add_argument("--max-shard-size", default="5GB", help="largest shard (default 5GB)")
     _common(to_hf)
     to_hf.set_defaults(func=_mcore_to_hf)
+
+    # Conversions owned by their own modules (Llama-compatible export, NeMo 2), each exposing
+    # ``register(sub, common)``; ``common`` adds the shared --out/--dtype/--overwrite/--quiet.
+    for module in EXTRA_CONVERSIONS:
+        importlib.import_module(module).register(sub, _common)
