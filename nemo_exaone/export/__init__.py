@@ -1,0 +1,1 @@
+"""Exports for serving stacks: Llama-compatible HF, TensorRT-LLM checkpoints, Triton repositories."""
