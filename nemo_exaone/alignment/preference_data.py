@@ -28,13 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nemo_exaone.data.jsonl import (
-    BadRecordError,
-    decode_record,
-    get_messages,
-    get_text,
-    iter_raw_lines,
-)
+from nemo_exaone.data.jsonl import BadRecordError, get_messages, get_text, iter_records
 
 PAIR_KEYS = ("chosen", "rejected")
 
@@ -70,10 +64,7 @@ def _reward(record: dict, key: str, path: str | Path, line_no: int) -> float | N
 def read_preference_jsonl(path: str | Path) -> list[PreferenceRecord]:
     """All pairs of a DPO JSONL file; the first bad line raises ``file:line: reason``."""
     records = []
-    for line_no, raw in iter_raw_lines(path):
-        if not raw.strip():
-            continue
-        record = decode_record(raw, path, line_no)
+    for line_no, record in iter_records(path, what="preference pairs"):
         if "prompt" not in record:
             raise BadRecordError(path, line_no, "missing key 'prompt'")
         records.append(PreferenceRecord(
@@ -83,8 +74,6 @@ def read_preference_jsonl(path: str | Path) -> list[PreferenceRecord]:
             chosen_reward=_reward(record, "chosen_reward", path, line_no),
             rejected_reward=_reward(record, "rejected_reward", path, line_no),
             where=f"{path}:{line_no}"))
-    if not records:
-        raise ValueError(f"{path}: no preference pairs")
     return records
 
 

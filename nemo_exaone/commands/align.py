@@ -46,16 +46,13 @@ def read_scoring_input(path: str | Path) -> list[dict]:
     """Records of a scoring JSONL; a bad line raises ``file:line: reason``."""
     from nemo_exaone.alignment.preference_data import prompt_messages
     from nemo_exaone.config.errors import InputError
-    from nemo_exaone.data.jsonl import BadRecordError, decode_record, get_text, iter_raw_lines
+    from nemo_exaone.data.jsonl import BadRecordError, get_text, iter_records
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"--input {path}: no such file")
     records = []
     try:
-        for line_no, raw in iter_raw_lines(path):
-            if not raw.strip():
-                continue
-            record = decode_record(raw, path, line_no)
+        for line_no, record in iter_records(path, what="records"):
             if "prompt" not in record:
                 raise BadRecordError(path, line_no, "missing key 'prompt'")
             prompt_messages(record["prompt"], path, line_no)
@@ -63,8 +60,6 @@ def read_scoring_input(path: str | Path) -> list[dict]:
             records.append(record)
     except BadRecordError as exc:
         raise InputError(str(exc)) from None
-    if not records:
-        raise InputError(f"--input {path}: no records")
     return records
 
 

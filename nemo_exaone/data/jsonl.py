@@ -23,6 +23,7 @@ __all__ = [
     "get_text",
     "get_messages",
     "iter_raw_lines",
+    "iter_records",
     "iter_line_blocks",
     "iter_texts",
     "LineBlock",
@@ -143,6 +144,26 @@ def decode_record(raw: bytes, path: str | Path, line_no: int) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise BadRecordError(path, line_no, f"expected a JSON object, got {type(record).__name__}")
     return record
+
+
+def iter_records(path: str | Path, what: str = "records") -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+
+    The one reader behind every record-per-line input (preference pairs, chats, scoring
+    input): a bad line raises :class:`BadRecordError` (``file:line: reason``) and a file with
+    no record raises :class:`~nemo_exaone.config.errors.InputError` ``"<file>: no <what>"``
+    once iteration ends, so an empty input never reaches training as an empty dataset.
+    """
+    from nemo_exaone.config.errors import InputError
+
+    count = 0
+    for line_no, raw in iter_raw_lines(path):
+        if not raw.strip():
+            continue
+        count += 1
+        yield line_no, decode_record(raw, path, line_no)
+    if count == 0:
+        raise InputError(f"{path}: no {what}")
 
 
 def check_text(value: str, what: str, path: str | Path, line_no: int) -> str:

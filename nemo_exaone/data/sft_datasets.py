@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from nemo_exaone.data.chat_format import ROLES, chat_segments
-from nemo_exaone.data.jsonl import BadRecordError, check_text, decode_record, iter_raw_lines
+from nemo_exaone.data.jsonl import BadRecordError, check_text, iter_records
 from nemo_exaone.data.packing import next_fit, pack_sample
 
 __all__ = ["Conversation", "parse_conversation", "read_chat_jsonl", "encode_conversation",
@@ -131,12 +131,8 @@ def read_chat_jsonl(paths: Sequence[str | Path]) -> list[Conversation]:
     """Every conversation of the files, in order; the first bad line raises ``file:line``."""
     out: list[Conversation] = []
     for path in paths:
-        count = len(out)
-        for line_no, raw in iter_raw_lines(path):
-            if raw.strip():
-                out.append(parse_conversation(decode_record(raw, path, line_no), path, line_no))
-        if len(out) == count:
-            raise ValueError(f"{path}: no conversations")
+        for line_no, record in iter_records(path, what="conversations"):
+            out.append(parse_conversation(record, path, line_no))
     return out
 
 
