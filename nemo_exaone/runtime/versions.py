@@ -22,6 +22,16 @@ from importlib import metadata
 
 TESTED_MEGATRON_CORE = ("0.16.1", "0.19.2")
 _OVERRIDE_ENV = "NEMO_EXAONE_ALLOW_UNTESTED_MCORE"
+# NeMo 2 (nemo-toolkit 2.7.x) drives megatron-core 0.15.x only (0.16 changed the optimizer API
+# its MegatronStrategy calls). These releases are admitted after allow_nemo_megatron_core(),
+# which nemo_exaone.nemo calls on import (the .venv-nemo leg), never otherwise.
+NEMO_MEGATRON_CORE = ("0.15.3",)
+_NEMO_LINE = {"allowed": False}
+
+
+def allow_nemo_megatron_core() -> None:
+    """Admit :data:`NEMO_MEGATRON_CORE` too: called by ``nemo_exaone.nemo`` (NeMo present)."""
+    _NEMO_LINE["allowed"] = True
 RESILIENCY_EXT = "nvidia-resiliency-ext"
 # megatron-core from this version on asserts RESILIENCY_EXT >= RESILIENCY_EXT_MIN at import.
 RESILIENCY_EXT_STRICT_FROM = "0.19"
@@ -57,6 +67,8 @@ def check_megatron_core_version(version: str | None = None) -> str:
     version = version or megatron_core_version()
     base = version.split("+")[0].split("rc")[0].split(".dev")[0]
     if base in TESTED_MEGATRON_CORE or os.environ.get(_OVERRIDE_ENV) == "1":
+        return version
+    if _NEMO_LINE["allowed"] and base in NEMO_MEGATRON_CORE:
         return version
     raise RuntimeError(
         f"megatron-core {version} is not a tested version (tested: "
