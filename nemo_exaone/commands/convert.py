@@ -35,7 +35,12 @@ def _mcore_to_hf(args: argparse.Namespace) -> int:
 
     found = locate_checkpoint(args.ckpt)  # a run directory, its checkpoints/ or iter_N
     print(found.note, flush=True)
-    report = convert_mcore_to_hf(
+    export = convert_mcore_to_hf
+    if args.arch == "llama":  # EXAONE 3.x as LlamaForCausalLM (4.0 refused, naming why)
+        from nemo_exaone.export.llama_hf import export_llama_from_mcore
+
+        export = export_llama_from_mcore
+    report = export(
         found.path, args.out, tokenizer_dir=args.tokenizer, hf_config=args.hf_config,
         max_shard_size=args.max_shard_size, dtype=args.dtype, overwrite=args.overwrite,
         progress=False if args.quiet else None)
@@ -88,6 +93,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     to_hf.add_argument("--hf-config", default=None,
                        help="config.json to use for checkpoints without nemo_exaone.json")
     to_hf.add_argument("--max-shard-size", default="5GB", help="largest shard (default 5GB)")
+    to_hf.add_argument("--arch", choices=("exaone", "llama"), default="exaone",
+                       help="exaone (default): the checkpoint's own HF class (ExaoneForCausalLM "
+                            "for 3.x, Exaone4ForCausalLM for 4.0); llama: EXAONE 3.x as "
+                            "LlamaForCausalLM, which vLLM, SGLang and TensorRT-LLM's PyTorch "
+                            "flow load without remote code (4.0 is refused)")
     _common(to_hf)
     to_hf.set_defaults(func=_mcore_to_hf)
 
