@@ -88,10 +88,20 @@ PRESET_TABLE: dict[str, dict[str, Any]] = {
 LLAMA3_ROPE_SCALING_40: dict[str, Any] = dict(LLAMA3_ROPE_SCALING_35, factor=16.0)
 
 # Keys both published EXAONE 4.0 config.json files have with the same value (transformers'
-# Exaone4Config spelling; no remote code). Checked against public sources: sizes, RoPE
-# (llama3 x16 over 8192, theta 1e6), window and pattern (32B "LLLG", 1.2B null: transformers
-# issue #39696), tying; the token ids (bos 1, eos 361, pad 0) are EXAONE 3.5's and were not
-# found in a 4.0 file. The files as first published had no layer_types; we state them.
+# Exaone4Config spelling; no remote code). Every field was checked against public sources
+# (tests/test_exaone4_presets.py pins them):
+# - sizes, context, theta, vocab, tying: transformers docs/source/en/model_doc/exaone4.md
+#   (model table, written with LG AI Research);
+# - 1.2B, all fields (token ids bos 1 / eos 361 / pad 0, head_dim 64, rms_norm_eps 1e-05,
+#   llama3 RoPE x16 over 8192, null window and pattern): the config.json as re-saved by
+#   transformers 4.57.3 beside quantized copies (github his0si/EXAONE-4.0-1.2B model/config.json,
+#   leegongman/lg-exaone-4.0-quantization .../OmniQuant_EXAONE_v4/config.json);
+# - 32B, all fields but the pattern (same token ids, head_dim 128, 131072 positions, untied,
+#   bfloat16): NVIDIA/TensorRT-LLM tests/unittest/_torch/modeling/test_modeling_exaone4.py,
+#   EXAONE4_SINGLE_LAYER_CONFIG (the 32B file, transformers_version 4.54.0.dev0, cut to 4
+#   layers and a window of 4 "instead of 4096");
+# - pattern: 32B "LLLG", 1.2B null (transformers issue #39696).
+# The files as first published had no layer_types; we state them.
 _PUBLISHED_COMMON_40: dict[str, Any] = {
     "architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4", "attention_dropout": 0.0,
     "bos_token_id": 1, "eos_token_id": 361, "pad_token_id": 0, "hidden_act": "silu",
