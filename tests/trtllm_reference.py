@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,8 +183,16 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x * cos + rotated * sin
 
 
-def forward(model: ReferenceModel, tokens: torch.Tensor) -> torch.Tensor:
-    """fp32 logits [batch, seq, vocab] of ``tokens`` [batch, seq]."""
+def forward(model: ReferenceModel, tokens: torch.Tensor,
+            observe: Callable[[int, str, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """fp32 logits [batch, seq, vocab] of ``tokens`` [batch, seq]. ``observe(layer, what, x)``
+    sees each linear's input (``qkv``, ``dense``, ``fc``, ``proj``) and the cached ``k``
+    (post-RoPE) and ``v``, before any quantization."""
+    def seen(i: int, what: str, x: torch.Tensor) -> torch.Tensor:
+        if observe is not None:
+            observe(i, what, x)
+        return x
+
     c = model.config
     heads, kv_heads = c["num_attention_heads"], c["num_key_value_heads"]
     d = c.get("head_size") or c["hidden_size"] // heads
@@ -194,12 +203,13 @@ def forward(model: ReferenceModel, tokens: torch.Tensor) -> torch.Tensor:
     cos, sin = (torch.cat([f(angles)] * 2, dim=-1) for f in (torch.cos, torch.sin))
     causal = torch.ones(s, s, dtype=torch.bool).tril()
     h = model.embedding[tokens]
-    for layer in model.layers:
-        x = _rms(h, layer.input_norm, eps)
+    for i, layer in enumerate(model.layers):
+        x = seen(i, "qkv", _rms(h, layer.input_norm, eps))
         q = layer.q(x).view(b, s, heads, d).transpose(1, 2)
         k = layer.k(x).view(b, s, kv_heads, d).transpose(1, 2)
         v = layer.v(x).view(b, s, kv_heads, d).transpose(1, 2)
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        q, k = _rope(q, cos, sin), seen(i, "k", _rope(k, cos, sin))
+        seen(i, "v", v)
         if layer.kv_scale is not None:
             k, v = fake_quant(k, layer.kv_scale), fake_quant(v, layer.kv_scale)
         k = k.repeat_interleave(heads // kv_heads, dim=1)
@@ -207,7 +217,7 @@ def forward(model: ReferenceModel, tokens: torch.Tensor) -> torch.Tensor:
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
         scores = scores.masked_fill(~causal, float("-inf"))
         context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, s, heads * d)
-        h = h + layer.dense(context)
-        x = _rms(h, layer.post_norm, eps)
-        h = h + layer.proj(torch.nn.functional.silu(layer.fc(x)) * layer.gate(x))
+        h = h + layer.dense(seen(i, "dense", context))
+        x = seen(i, "fc", _rms(h, layer.post_norm, eps))
+        h = h + layer.proj(seen(i, "proj", torch.nn.functional.silu(layer.fc(x)) * layer.gate(x)))
     return _rms(h, model.final_norm, eps) @ model.lm_head.T
