@@ -42,7 +42,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                        "test_gradients_match_autograd_reference")]
                    + ["tests/test_distill_loss_parts.py"]),
     "chat_format": (["nemo_exaone/data/chat_format.py"],
-                    ["tests/test_data_chat_format.py", "tests/test_chat_format_prompt.py"]),
+                    ["tests/test_data_chat_format.py", "tests/test_chat_format_prompt.py",
+                     "tests/test_exaone4_chat.py"]),
     "mapping": (["nemo_exaone/checkpoint/mapping.py", "nemo_exaone/checkpoint/exaone_hf.py"],
                 ["tests/test_checkpoint_mapping.py"]),
     "presets": (["nemo_exaone/config/presets.py"],
