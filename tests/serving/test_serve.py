@@ -1,0 +1,244 @@
+"""``nemo-exaone serve`` through the real Triton server from the nvidia-pytriton wheel: one
+server (a separate ``nemo-exaone serve`` process) for the module, clients from tritonclient
+(HTTP and gRPC) and Triton's HTTP generate extension; the reference is ``nemo-exaone
+generate`` run as another process on the same checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPT = "hello world, the model speaks"
+NEW = 6
+LIMIT = 32
+
+
+def _tiny_checkpoint(root: Path) -> Path:
+    """A tiny random EXAONE checkpoint carrying a byte-level BPE tokenizer trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
+    from nemo_exaone.checkpoint.synthetic import write_random_hf_checkpoint
+    from nemo_exaone.config.presets import get_preset
+    from nemo_exaone.data.chat_format import CHAT_TEMPLATE
+
+    specials = ["[PAD]", "[BOS]", "[UNK]", "[|endofturn|]", "[|system|]", "[|user|]",
+                "[|assistant|]"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["hello world, the model speaks Korean: 안녕하세요. The quick brown "
+                             "fox jumps over the lazy dog."] * 20,
+                            trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]",
+                                   unk_token="[UNK]", eos_token="[|endofturn|]")
+    fast.chat_template = CHAT_TEMPLATE
+    arch = get_preset("tiny").replace(name="tiny-serve", vocab_size=-(-tok.get_vocab_size() // 64)
+                                      * 64, eos_token_id=3)
+    hf = write_random_hf_checkpoint(root / "hf", arch, seed=1, std=0.2)
+    fast.save_pretrained(hf)
+    convert_hf_to_mcore(hf, root / "ckpt", progress=False)
+    return root / "ckpt"
+
+
+def _workspaces(pid: int) -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f".nemo-exaone-serve.tmp-{pid}-*"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from nemo_exaone.runtime.distributed import free_port
+
+    root = tmp_path_factory.mktemp("serve")
+    ckpt = _tiny_checkpoint(root)
+    http, grpc = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    log = root / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nemo_exaone.cli", "serve", "--ckpt", str(ckpt), "--http-port",
+         str(http), "--grpc-port", str(grpc), "--max-batch-size", "8", "--max-tokens-limit",
+         str(LIMIT), "--log-file", str(log)], env=env, stdout=subprocess.DEVNULL,
+        stderr=open(root / "launcher.log", "wb"))  # noqa: SIM115
+    # The reference runs while the server loads (two processes, two cores).
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "nemo_exaone.cli", "generate", "--ckpt", str(ckpt), "--prompt",
+         PROMPT, "--max-new-tokens", str(NEW), "--json"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"nemo-exaone serve exited with {proc.returncode}:\n"
+                        + (root / "launcher.log").read_text()[-3000:]
+                        + (log.read_text()[-3000:] if log.exists() else ""))
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2):
+                break
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("server not ready after 240 s")
+            time.sleep(0.3)
+    out, err = reference.communicate(timeout=240)
+    assert reference.returncode == 0, err[-3000:]
+    expected = json.loads(out.strip().splitlines()[-1])
+    info = {"proc": proc, "http": http, "grpc": grpc, "expected": expected, "log": log,
+            "ckpt": ckpt}
+    yield info
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _generate(port: int, body: bytes | dict) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/ensemble/generate",
+                                     data=data, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _inputs(module, text: bytes, max_tokens: int, dtype=np.int32, names=("text_input",
+                                                                          "max_tokens")):
+    tensors = []
+    if "text_input" in names:
+        t = module.InferInput("text_input", [1, 1], "BYTES")
+        t.set_data_from_numpy(np.array([[text]], dtype=object))
+        tensors.append(t)
+    if "max_tokens" in names:
+        m = module.InferInput("max_tokens", [1, 1], "INT32" if dtype is np.int32 else "FP32")
+        m.set_data_from_numpy(np.array([[max_tokens]], dtype=dtype))
+        tensors.append(m)
+    return tensors
+
+
+def test_greedy_text_output_equals_generate(server):
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    expected = server["expected"]["text"]
+    assert server["expected"]["token_ids"], "the reference generated nothing"
+    status, body = _generate(server["http"], {"text_input": PROMPT, "max_tokens": NEW})
+    assert status == 200, body
+    assert body["text_output"] == expected
+    with httpclient.InferenceServerClient(f"127.0.0.1:{server['http']}") as client:
+        result = client.infer("ensemble", _inputs(httpclient, PROMPT.encode(), NEW))
+        assert result.as_numpy("text_output")[0][0].decode() == expected
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
+    try:
+        result = client.infer("ensemble", _inputs(grpcclient, PROMPT.encode(), NEW))
+        assert result.as_numpy("text_output")[0][0].decode() == expected
+        # TensorRT-LLM's exclude_input_in_output=false: the prompt comes back in front.
+        flag = grpcclient.InferInput("exclude_input_in_output", [1, 1], "BOOL")
+        flag.set_data_from_numpy(np.array([[False]]))
+        result = client.infer("ensemble", _inputs(grpcclient, PROMPT.encode(), NEW) + [flag])
+        assert result.as_numpy("text_output")[0][0].decode() == PROMPT + expected
+    finally:
+        client.close()
+
+
+def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    cases = {
+        "missing max_tokens": _inputs(grpcclient, b"hi", 4, names=("text_input",)),
+        "missing text_input": _inputs(grpcclient, b"hi", 4, names=("max_tokens",)),
+        "max_tokens as FP32": _inputs(grpcclient, b"hi", 4, dtype=np.float32),
+        "empty text": _inputs(grpcclient, b"", 4),
+        "blank text": _inputs(grpcclient, b"  \n", 4),
+        "max_tokens 0": _inputs(grpcclient, b"hi", 0),
+        "max_tokens -3": _inputs(grpcclient, b"hi", -3),
+        "max_tokens above the limit": _inputs(grpcclient, b"hi", LIMIT + 1),
+        "not UTF-8": _inputs(grpcclient, b"\xff\xfe bad", 4),
+    }
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
+    try:
+        for name, inputs in cases.items():
+            with pytest.raises(InferenceServerException) as info:
+                client.infer("ensemble", inputs)
+            message = str(info.value)
+            if name in ("empty text", "blank text", "not UTF-8") or name.startswith("max_tokens "):
+                assert "INVALID_ARG" in (info.value.status() or ""), (name, message)
+            # after every refusal, a good request is still answered
+            ok = client.infer("ensemble", _inputs(grpcclient, PROMPT.encode(), NEW))
+            assert ok.as_numpy("text_output")[0][0].decode() == server["expected"]["text"], name
+    finally:
+        client.close()
+    for body in (b"not json", {"text_input": 5, "max_tokens": 2},
+                 {"text_input": "hi", "max_tokens": "two"}, {"text_input": "hi"},
+                 {"text_input": "", "max_tokens": 2}, {"text_input": "hi", "max_tokens": 0},
+                 {"text_input": "hi", "max_tokens": LIMIT + 1}):
+        status, answer = _generate(server["http"], body)
+        assert status >= 400 and "error" in answer, (body, status, answer)
+    status, answer = _generate(server["http"], {"text_input": "hi", "max_tokens": LIMIT + 1})
+    assert status == 400 and "max-tokens-limit" in answer["error"]
+    assert server["proc"].poll() is None
+    assert _generate(server["http"], {"text_input": PROMPT, "max_tokens": NEW})[0] == 200
+
+
+def test_sixteen_concurrent_clients(server):
+    import tritonclient.http as httpclient
+
+    def client_run(index: int) -> list[str]:
+        texts = []
+        with httpclient.InferenceServerClient(f"127.0.0.1:{server['http']}") as client:
+            for j in range(20):
+                result = client.infer("ensemble", _inputs(
+                    httpclient, f"{PROMPT} {index} {j}".encode(), 2))
+                texts.append(result.as_numpy("text_output")[0][0].decode())
+        return texts
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(client_run, range(16)))
+    assert sum(len(r) for r in results) == 320
+    # One prompt asked again after the load: batching did not change its answer.
+    status, body = _generate(server["http"], {"text_input": PROMPT, "max_tokens": NEW})
+    assert status == 200 and body["text_output"] == server["expected"]["text"]
+
+
+def test_sigterm_drains_and_leaves_no_workspace(server):
+    proc = server["proc"]
+    assert _workspaces(proc.pid), "the running server's workspace was not found"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=90) == 0
+    assert _workspaces(proc.pid) == []
+    assert list(Path("/dev/shm").glob(f"nemo_exaone_serve_{proc.pid}_*")) == []
+
+
+def test_stale_workspaces_of_dead_launchers_are_removed(tmp_path):
+    from nemo_exaone.serving.triton import remove_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".nemo-exaone-serve.tmp-{dead.pid}-0123abcd"
+    (stale / "repo").mkdir(parents=True)
+    live = tmp_path / f".nemo-exaone-serve.tmp-{os.getpid()}-0123abcd"
+    live.mkdir()
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    (shm / f"nemo_exaone_serve_{dead.pid}_1_region").write_bytes(b"x")
+    (shm / f"nemo_exaone_serve_{os.getpid()}_1_region").write_bytes(b"x")
+    removed = remove_stale(tmp_path, shm)
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in shm.iterdir()) == [f"nemo_exaone_serve_{os.getpid()}_1_region"]
+    assert len(removed) == 2
+    shutil.rmtree(live)
