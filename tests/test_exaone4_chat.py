@@ -177,3 +177,22 @@ def test_exaone3_is_unchanged_and_has_no_reasoning_mode():
 def test_refused_naming_the_problem(messages, kwargs, message):
     with pytest.raises(ValueError, match=message):
         render_chat(messages, **kwargs)
+
+
+def test_sft_on_an_exaone4_model_uses_the_exaone4_format(tmp_path, tokenizer_dir):
+    # data.source=chat: the architecture's model_type picks the format (tiny4: EXAONE 4.0).
+    import json
+    from types import SimpleNamespace
+
+    from nemo_exaone.data.sft_datasets import build_chat_source
+
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps({"messages": MULTI[1:3]}) + "\n", encoding="utf-8")
+    data = SimpleNamespace(chat_files=[str(path)], tokenizer_dir=str(tokenizer_dir), seed=1,
+                           shuffle=False, pack_documents=False, too_long_documents="error")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    for preset, chat_format in (("tiny4", "exaone4"), ("tiny", "exaone3")):
+        samples, _, _ = build_chat_source(data, 64, get_preset(preset), tmp_path)
+        ids, mask = samples.pieces[0]
+        assert tokenizer.decode(ids) == render_chat(MULTI[1:3], chat_format=chat_format)
+        assert tokenizer.decode([i for i, m in zip(ids, mask) if m]) == f"4.{EOT}"

@@ -14,9 +14,9 @@ One JSON object a line, in any of three formats (detected per line by its keys):
   (strings are taken as one user / one assistant turn); only the completion's assistant
   turns are trained, as TRL's completion-only loss does.
 
-Conversations are rendered in the EXAONE chat format (:mod:`nemo_exaone.data.chat_format`):
-a trained assistant turn contributes its content and ``[|endofturn|]`` to the loss, nothing
-else does. A bad line stops the read with ``file:line: reason``.
+Conversations are rendered in the model family's EXAONE chat format (3.x or 4.0, from the
+architecture's ``model_type``; :mod:`nemo_exaone.data.chat_format`): a trained assistant turn
+contributes its content and ``[|endofturn|]`` to the loss, nothing else does. A bad line stops the read with ``file:line: reason``.
 
 :class:`ChatSFTSamples` packs whole conversations (never cut, unless ``too_long=truncate``)
 into ``seq_length``-token samples with ``document_ids``, so the objective keeps packed
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nemo_exaone.data.chat_format import ROLES, chat_segments
+from nemo_exaone.data.chat_format import ROLES, chat_format_for, chat_segments
 from nemo_exaone.data.jsonl import BadRecordError, check_text, iter_records
 from nemo_exaone.data.packing import next_fit, pack_sample
 
@@ -136,13 +136,16 @@ def read_chat_jsonl(paths: Sequence[str | Path]) -> list[Conversation]:
     return out
 
 
-def encode_conversation(tokenizer, conversation: Conversation) -> tuple[list[int], list[int]]:
+def encode_conversation(tokenizer, conversation: Conversation, chat_format: str = "exaone3"
+                        ) -> tuple[list[int], list[int]]:
     """Token ids of the rendered conversation and its 0/1 loss mask.
 
-    The EXAONE chat segments alternate untrained / assistant pieces, one assistant piece per
-    assistant message in order; a piece is trained when its message is.
+    The EXAONE chat segments (``chat_format``: the model family's, see
+    :func:`~nemo_exaone.data.chat_format.chat_format_for`) alternate untrained / assistant
+    pieces, one assistant piece per assistant message in order; a piece is trained when its
+    message is.
     """
-    segments = chat_segments(conversation.messages)
+    segments = chat_segments(conversation.messages, chat_format=chat_format)
     flags = iter([t for m, t in zip(conversation.messages, conversation.trained, strict=True)
                   if m["role"] == "assistant"])
     encoded = tokenizer.encode_batch([text for text, _ in segments])
@@ -166,7 +169,7 @@ class ChatSFTSamples:
 
     def __init__(self, conversations: Sequence[Conversation], tokenizer, seq_length: int,
                  seed: int = 1234, shuffle: bool = True, pack: bool = True,
-                 too_long: str = "skip") -> None:
+                 too_long: str = "skip", chat_format: str = "exaone3") -> None:
         if too_long not in _TOO_LONG:
             raise ValueError(f"too_long must be one of {_TOO_LONG}, got {too_long!r}")
         capacity = seq_length + 1
@@ -175,7 +178,7 @@ class ChatSFTSamples:
         self.pieces: list[tuple[list[int], list[int]]] = []
         self.num_skipped = self.num_truncated = 0
         for conversation in conversations:
-            ids, mask = encode_conversation(tokenizer, conversation)
+            ids, mask = encode_conversation(tokenizer, conversation, chat_format)
             if len(ids) > capacity:
                 if too_long == "error":
                     raise ValueError(f"{conversation.where}: {len(ids)} tokens > "
@@ -232,7 +235,9 @@ def build_chat_source(data, seq_length: int, arch, prepare_dir: Path
     if tokenizer.vocab_size > arch.vocab_size:
         raise ValueError(f"tokenizer {tokenizer_dir} has {tokenizer.vocab_size} tokens but the "
                          f"model's vocab_size is {arch.vocab_size}")
+    # The model family's chat format: EXAONE 4.0 models are fine-tuned in the 4.0 format.
     samples = ChatSFTSamples(read_chat_jsonl(paths), tokenizer, seq_length, seed=data.seed,
                              shuffle=data.shuffle, pack=data.pack_documents,
-                             too_long=data.too_long_documents)
+                             too_long=data.too_long_documents,
+                             chat_format=chat_format_for(arch.model_type))
     return samples, paths, str(tokenizer_dir)
