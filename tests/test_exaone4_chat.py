@@ -196,3 +196,18 @@ def test_sft_on_an_exaone4_model_uses_the_exaone4_format(tmp_path, tokenizer_dir
         ids, mask = samples.pieces[0]
         assert tokenizer.decode(ids) == render_chat(MULTI[1:3], chat_format=chat_format)
         assert tokenizer.decode([i for i, m in zip(ids, mask) if m]) == f"4.{EOT}"
+
+
+def test_generate_chat_prompt_follows_the_checkpoint_family(tokenizer_dir):
+    # `nemo-exaone generate --chat` renders the prompt in the checkpoint's format.
+    import argparse
+
+    from nemo_exaone.commands.generate import _prompts
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    args = argparse.Namespace(prompt_ids=None, chat=True, prompt=["Hello!"])
+    for model_type, expected in (
+            ("exaone4", f"[|user|]\nHello!{EOT}\n[|assistant|]\n{EMPTY}"),
+            ("exaone", f"[|system|]{EOT}\n[|user|]Hello!\n[|assistant|]")):
+        [ids] = _prompts(args, tokenizer, "ckpt", model_type)
+        assert tokenizer.decode(ids) == expected

@@ -42,7 +42,8 @@ def _sampling(args: argparse.Namespace) -> dict:
             "top_k": args.top_k or 0, "top_p": args.top_p or 0.0, "seed": args.seed}
 
 
-def _prompts(args: argparse.Namespace, tokenizer, ckpt_path) -> list[list[int]]:
+def _prompts(args: argparse.Namespace, tokenizer, ckpt_path,
+             model_type: str = "exaone") -> list[list[int]]:
     if args.prompt_ids is not None:
         if args.chat:
             raise ConfigError("--chat renders a text prompt in the chat format; use --prompt")
@@ -52,10 +53,14 @@ def _prompts(args: argparse.Namespace, tokenizer, ckpt_path) -> list[list[int]]:
                          "its hf_identity/), so --prompt cannot be tokenized: pass --tokenizer "
                          "DIR, or token ids with --prompt-ids")
     if args.chat:
-        from nemo_exaone.data.chat_format import encode_chat
+        from nemo_exaone.data.chat_format import chat_format_for, encode_chat
 
+        # The checkpoint's family decides the format (EXAONE 4.0: [|user|]\n... and an empty
+        # <think> block opening the reply).
         return [encode_chat(tokenizer, [{"role": "user", "content": text}],
-                            add_generation_prompt=True).ids for text in args.prompt]
+                            add_generation_prompt=True,
+                            chat_format=chat_format_for(model_type)).ids
+                for text in args.prompt]
     return [tokenizer.encode(text) for text in args.prompt]
 
 
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     found = locate_checkpoint(args.ckpt)
     arch = read_checkpoint_arch(found.path)
     tokenizer = load_tokenizer_for(found.path, args.tokenizer)
-    prompts = check_prompts(_prompts(args, tokenizer, found.path), arch.vocab_size)
+    prompts = check_prompts(_prompts(args, tokenizer, found.path, arch.model_type),
+                            arch.vocab_size)
     config = dataclasses.replace(config, stop_ids=default_stop_ids(tokenizer, arch.eos_token_id))
     validate_parallel(arch, ParallelConfig(tensor_model_parallel_size=args.tp),
                       int(os.environ.get("WORLD_SIZE", "1")))  # --tp N needs N torchrun ranks
