@@ -211,3 +211,15 @@ def test_generate_chat_prompt_follows_the_checkpoint_family(tokenizer_dir):
             ("exaone", f"[|system|]{EOT}\n[|user|]Hello!\n[|assistant|]")):
         [ids] = _prompts(args, tokenizer, "ckpt", model_type)
         assert tokenizer.decode(ids) == expected
+
+
+def test_data_render_chat_cli_renders_the_4_0_format(tmp_path, capsys):
+    import json
+
+    from nemo_exaone.cli import main
+
+    conversation = tmp_path / "chat.json"
+    conversation.write_text(json.dumps(USER), encoding="utf-8")
+    assert main(["data", "render-chat", str(conversation), "--generation-prompt",
+                 "--chat-format", "exaone4", "--enable-thinking"]) == 0
+    assert capsys.readouterr().out == f"[|user|]\nHello!{EOT}\n[|assistant|]\n<think>\n"

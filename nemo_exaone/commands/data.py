@@ -98,7 +98,9 @@ def _render_chat(args: argparse.Namespace) -> int:
 
     payload = json.load(sys.stdin if args.messages == "-" else open(args.messages, encoding="utf-8"))
     messages = payload["messages"] if isinstance(payload, dict) else payload
-    sys.stdout.write(render_chat(messages, add_generation_prompt=args.generation_prompt))
+    sys.stdout.write(render_chat(messages, add_generation_prompt=args.generation_prompt,
+                                 chat_format=args.chat_format,
+                                 enable_thinking=args.enable_thinking))
     return 0
 
 
@@ -235,8 +237,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "render-chat", help="render a conversation in the EXAONE chat format",
         description="Read a JSON list of {role, content} (or {\"messages\": [...]}) and print "
-        "the EXAONE 3.x rendering.")
+        "its rendering in the EXAONE 3.x (default) or 4.0 chat format.")
     p.add_argument("messages", help="JSON file, or - for standard input")
     p.add_argument("--generation-prompt", action="store_true",
                    help="end with the [|assistant|] generation prompt")
+    p.add_argument("--chat-format", choices=("exaone3", "exaone4"), default="exaone3",
+                   help="EXAONE 3.x or 4.0 layout (4.0: [|user|]\\n..., <think> blocks)")
+    p.add_argument("--enable-thinking", action="store_true",
+                   help="4.0: open a reasoning block (<think>) in the generation prompt")
     p.set_defaults(func=_render_chat)
