@@ -94,6 +94,7 @@ def _worker(root: str, tokens: torch.Tensor) -> dict:
     from nemo_exaone.export.fp8_calibration import DEFAULT_CALIB_DATA
     from nemo_exaone.export.trtllm_checkpoint import export_trtllm
 
+    torch.set_num_threads(1)  # tiny tensors: threads only contend on a shared CI machine
     root_path = Path(root)
     tokenizer_dir = build_tiny_tokenizer(root_path / "tokenizer", vocab_size=512)
     lines = DEFAULT_CALIB_DATA.read_text(encoding="utf-8").splitlines()[:CALIB_TEXTS]
@@ -131,6 +132,15 @@ def _worker(root: str, tokens: torch.Tensor) -> dict:
     out["cli_kv_rc"] = main(argv + ["--fp8-kv-cache"])  # needs --fp8
     out["cli_kv_left"] = (root_path / "cli_kv").exists()
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The reader's tensors are tiny: on a shared CI machine extra threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
