@@ -161,9 +161,6 @@ def test_llama3_rope_scaling_reaches_transformers_in_either_spelling(run, name):
     config = json.loads((llama / "config.json").read_text())
     scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-    assert config["rope_scaling"] == scaling  # transformers 4.x / TRT-LLM / vLLM on 4.x
-    assert config["rope_theta"] == 1e6
-    assert config["rope_parameters"] == dict(scaling, rope_theta=1e6)  # transformers >= 5
     model = AutoModelForCausalLM.from_pretrained(llama, dtype=torch.float32)
     ours = run["ours"][name]["inv_freq"]
     theirs = model.model.rotary_emb.inv_freq
@@ -171,6 +168,9 @@ def test_llama3_rope_scaling_reaches_transformers_in_either_spelling(run, name):
     unscaled = 1.0 / 1e6 ** (torch.arange(0, 32, 2, dtype=torch.float64) / 32)
     moved = ~torch.isclose(theirs.double(), unscaled, rtol=1e-6, atol=0)
     assert 0 < int(moved.sum()) < len(unscaled)  # llama3 scales the low frequencies only
+    assert config["rope_scaling"] == scaling  # transformers 4.x / TRT-LLM / vLLM on 4.x
+    assert config["rope_theta"] == 1e6
+    assert config["rope_parameters"] == dict(scaling, rope_theta=1e6)  # transformers >= 5
     # Each spelling alone means the same model to transformers 5.
     for drop in (("rope_parameters",), ("rope_scaling", "rope_theta")):
         alone = LlamaConfig(**{k: v for k, v in config.items() if k not in drop})
