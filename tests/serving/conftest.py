@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+
 def _missing() -> list[str]:
     missing = []
     for name in ("pytriton", "tritonclient", "tritonclient.grpc", "tritonclient.http"):
