@@ -220,3 +220,158 @@ def test_build_preferences_refuses_a_sampler_of_the_wrong_shape():
     with pytest.raises(ValueError, match="rm1_fn returned 1 entries for 2"):
         build_preferences(["a", "b"], [lambda ps, n: [["x", "Y"]] * 2],
                           lambda ps, rs: [[1.0, 2.0]], None, PreferenceBuildConfig())
+
+
+# ------------------------------------------------------------------ the command, end to end
+VOCAB = 512
+
+
+def _reward_checkpoint(lm: Path, target: Path, arch, head_scale: float) -> Path:
+    """A reward model (the backbone of ``lm`` plus the fixed-seed head times
+    ``head_scale``), saved by the training stack with ``lm``'s tokenizer."""
+    import torch
+
+    from nemo_exaone.alignment.reward_model import HEAD_NAME, attach_reward_head
+    from nemo_exaone.checkpoint.identity import recorded_identity, write_identity
+    from nemo_exaone.checkpoint.mcore_checkpoint import (
+        load_mcore_checkpoint,
+        save_mcore_checkpoint,
+    )
+    from nemo_exaone.model.builder import build_model_chunks
+    from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
+
+    try:
+        init_distributed()
+        chunks = build_model_chunks(arch)
+        load_mcore_checkpoint(chunks, lm, arch)
+        attach_reward_head(chunks[0])
+        with torch.no_grad():
+            getattr(chunks[0], HEAD_NAME).weight.mul_(head_scale)
+        save_mcore_checkpoint(chunks, target, arch)
+        write_identity(target, recorded_identity(lm))
+    finally:
+        destroy_distributed()
+    return target
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict:
+    """Two random tiny policies carrying a real tokenizer, a reward model on the first one's
+    backbone and its negation; a prompts file."""
+    import shutil
+
+    from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
+    from nemo_exaone.checkpoint.synthetic import write_random_hf_checkpoint
+    from nemo_exaone.config.presets import get_preset
+    from nemo_exaone.data.assets import build_tiny_tokenizer
+    from nemo_exaone.data.tokenizer import load_tokenizer
+
+    root = tmp_path_factory.mktemp("build_prefs")
+    tokenizer_dir = build_tiny_tokenizer(root / "prep", vocab_size=VOCAB)
+    arch = get_preset("tiny").replace(name="tiny-prefs", vocab_size=VOCAB,
+                                      eos_token_id=load_tokenizer(tokenizer_dir).eot_id)
+    out: dict = {"root": root, "arch": arch}
+    for name, seed in (("policy_a", 1), ("policy_b", 2)):
+        hf = write_random_hf_checkpoint(root / f"hf_{name}", arch, seed=seed, std=0.2)
+        for item in Path(tokenizer_dir).iterdir():
+            shutil.copy(item, hf / item.name)
+        convert_hf_to_mcore(hf, root / name, progress=False)
+        out[name] = root / name
+    out["rm"] = _reward_checkpoint(out["policy_a"], root / "rm", arch, 40.0)
+    out["rm_negated"] = _reward_checkpoint(out["policy_a"], root / "rm_negated", arch, -40.0)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text(
+        json.dumps({"id": "q1", "prompt": "Say hello to the world."}) + "\n"
+        + json.dumps({"id": "q2", "prompt": [{"role": "system", "content": "Be brief."},
+                                             {"role": "user", "content": "The quick fox?"}]})
+        + "\n\n" + json.dumps({"id": "q3", "prompt": "Tell me about Korean."}) + "\n",
+        encoding="utf-8")
+    out["prompts"] = prompts
+    return out
+
+
+def _build(models: dict, out: Path, *extra: str) -> list[str]:
+    return ["align", "build-preferences", "--prompts", str(models["prompts"]),
+            "--rm1", str(models["rm"]), "--out", str(out), "--samples-per-prompt", "2",
+            "--max-new-tokens", "6", "--seed", "3", "--batch-size", "4", *extra]
+
+
+def test_build_preferences_command_end_to_end(models, capfd):
+    # capfd, not capsys: importing Megatron's inference engines calls faulthandler.enable(),
+    # which needs a real file descriptor behind sys.stderr.
+    from nemo_exaone.alignment.preference_data import read_preference_jsonl
+    from nemo_exaone.alignment.reward_model import checkpoint_tokenizer, load_reward_model, score
+    from nemo_exaone.cli import main
+    from nemo_exaone.runtime.distributed import destroy_distributed
+
+    out = models["root"] / "pairs.jsonl"
+    policies = [str(models["policy_a"]), str(models["policy_b"])]
+    assert main(_build(models, out, "--policy", policies[0], "--policy", policies[1],
+                       "--rm2", str(models["rm"]))) == 0
+    captured = capfd.readouterr()
+    assert "[build-preferences] policy 2/2" in captured.err and "rm2" in captured.err
+    assert "kept of 3 prompts" in captured.out
+    report = json.loads((models["root"] / "pairs.report.json").read_text())
+    assert report["prompts"] == 3 and report["responses"] == 12
+    assert report["kept"] + sum(report["dropped"].values()) == 3
+    # RM2 is RM1 here: every ranking agrees.
+    assert report["kept"] >= 2 and report["mean_tau"] == pytest.approx(1.0)
+    pairs = read_preference_jsonl(out)  # valid DPO input
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(pairs) == len(rows) == report["kept"]
+    assert {r["id"] for r in rows} <= {"q1", "q2", "q3"}
+    for row, pair in zip(rows, pairs):
+        assert row["num_responses"] == 4 and row["rm2_kendall_tau"] == pytest.approx(1.0)
+        assert {row["chosen_policy"], row["rejected_policy"]} <= set(policies)
+        assert row["chosen_reward"] > row["rejected_reward"]
+        assert row["chosen_rm2_reward"] == pytest.approx(row["chosen_reward"])
+        if row["id"] == "q2":
+            assert pair.messages[0] == {"role": "system", "content": "Be brief."}
+    # The rewards in the file are RM1's scores of exactly these texts.
+    try:
+        chunks, _, path = load_reward_model(models["rm"])
+        again = score(chunks, checkpoint_tokenizer(path),
+                      [(p.messages, text) for p in pairs for text in (p.chosen, p.rejected)])
+    finally:
+        destroy_distributed()
+    recorded = [v for p in pairs for v in (p.chosen_reward, p.rejected_reward)]
+    assert again == pytest.approx(recorded, abs=1e-4)
+
+    # An RM2 that ranks every response the other way keeps nothing, and says why.
+    contrary = models["root"] / "contrary.jsonl"
+    assert main(_build(models, contrary, "--policy", policies[0], "--rm2",
+                       str(models["rm_negated"]), "--report",
+                       str(models["root"] / "contrary.json"))) == 0
+    report = json.loads((models["root"] / "contrary.json").read_text())
+    assert report["kept"] == 0 and report["rm2_order_rate"] == 0.0
+    assert report["dropped"].get("rm2_disagrees", 0) >= 1
+    assert sum(report["dropped"].values()) == 3 and contrary.read_text() == ""
+
+
+def test_build_preferences_command_refusals(models, capsys, tmp_path):
+    from nemo_exaone.cli import main
+
+    policy = str(models["policy_a"])
+    existing = tmp_path / "existing.jsonl"
+    existing.write_text("keep\n")
+
+    def refused(args: list[str], *needles: str) -> None:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        for needle in needles:
+            assert needle in err, (needle, err)
+
+    refused(_build(models, existing, "--policy", policy), "--overwrite")
+    assert existing.read_text() == "keep\n"
+    refused(_build(models, models["prompts"], "--policy", policy, "--overwrite"),
+            "same path as --prompts")
+    refused(_build(models, tmp_path / "p.jsonl", "--policy", policy, "--rm2", policy),
+            "--rm2", "not a reward model")
+    refused(_build(models, tmp_path / "p.jsonl", "--policy", policy, "--top-k", "5",
+                   "--top-p", "0.9"), "top_k=5 and top_p=0.9")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"text": "no prompt"}\n')
+    refused(["align", "build-preferences", "--prompts", str(bad), "--policy", policy,
+             "--rm1", str(models["rm"]), "--out", str(tmp_path / "p.jsonl")],
+            f"{bad}:2: missing key 'prompt'")
+    assert not list(tmp_path.glob("p*.json*"))
