@@ -1,6 +1,6 @@
 # Quick start: `make demo` (set up, run the tiny end-to-end job on CPU) and
 # `make test` (set up, run the test suite; the model tests also against megatron-core 0.19.2).
-.PHONY: setup demo test test-main test-mcore019 test-serve lint gpu-check mutation
+.PHONY: setup demo test test-main test-mcore019 test-nemo test-serve lint gpu-check mutation
 
 PYTEST_ARGS ?=
 # Model-layer tests that must pass under both Megatron-Core lines.
@@ -18,7 +18,7 @@ setup:
 demo:
 	@PY=$$(scripts/setup_env.sh) && $$PY -m nemo_exaone.demo
 
-test: test-main test-mcore019 test-serve
+test: test-main test-mcore019 test-nemo test-serve
 
 test-main:
 	@PY=$$(scripts/setup_env.sh) && $$PY -m ruff check . && $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS)
@@ -30,6 +30,11 @@ test-mcore019:
 # wheel pins numpy<2; scripts/setup_serve.sh). tests/serving is collected only there.
 test-serve:
 	@PY=$$(scripts/setup_serve.sh) && NEMO_EXAONE_REQUIRE_SERVE=1 $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests/serving
+
+# The NeMo 2 model class (nemo_exaone.nemo) in its own .venv-nemo (nemo-toolkit 2.7.3 with
+# megatron-core 0.15.3; scripts/setup_nemo.sh). tests/nemo is collected only there.
+test-nemo:
+	@PY=$$(scripts/setup_nemo.sh) && $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests/nemo
 
 # Mutation testing (not CI; see TESTING.md): run before landing changes to the modules it
 # covers. Installs mutmut into the venv; works on copies under build/mutation/.

@@ -265,3 +265,15 @@ def export_nemo_to_hf(nemo_dir: str | os.PathLike, out_dir: str | os.PathLike, *
         hf_config, _ = export_hf_config(arch, present)
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     return out_dir
+
+
+def import_hf_to_nemo(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                      overwrite: bool = False) -> Path:
+    """``llm.import_ckpt`` of an HF EXAONE directory, with our output rules: the NeMo 2
+    checkpoint appears complete or not at all, and an existing one is replaced only with
+    ``overwrite`` (NeMo's own ``import_ckpt`` deletes it before writing)."""
+    hf_dir = Path(hf_dir).absolute()
+    if not hf_dir.is_dir():
+        raise FileNotFoundError(f"--hf {hf_dir}: no such directory")
+    importer = ExaoneModel.importer(f"hf://{hf_dir}")
+    return importer.apply(Path(out_dir).absolute(), overwrite=overwrite)
