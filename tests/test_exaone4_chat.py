@@ -223,3 +223,29 @@ def test_data_render_chat_cli_renders_the_4_0_format(tmp_path, capsys):
     assert main(["data", "render-chat", str(conversation), "--generation-prompt",
                  "--chat-format", "exaone4", "--enable-thinking"]) == 0
     assert capsys.readouterr().out == f"[|user|]\nHello!{EOT}\n[|assistant|]\n<think>\n"
+
+
+def test_preference_pairs_for_an_exaone4_model_use_the_exaone4_format(tmp_path, tokenizer_dir):
+    # data.source=preference (DPO and the reward model): the response is what follows the
+    # family's generation prompt; for 4.0 the empty <think> block is prompt, not response.
+    import json
+    from types import SimpleNamespace
+
+    from nemo_exaone.alignment.preference_data import build_preference_source
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "2+2?", "chosen_response": "4.",
+                                "rejected_response": "5."}) + "\n", encoding="utf-8")
+    data = SimpleNamespace(preference_file=str(path), tokenizer_dir=str(tokenizer_dir), seed=1,
+                           shuffle=False)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    for preset, chat_format in (("tiny4", "exaone4"), ("tiny", "exaone3")):
+        samples, _, _ = build_preference_source(data, 64, get_preset(preset), tmp_path)
+        item = samples.items[0]
+        length = int(item["chosen_length"])
+        ids = item["chosen_tokens"][:length].tolist()
+        chat = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}]
+        assert tokenizer.decode(ids) == render_chat(chat, chat_format=chat_format)
+        # mask at label positions: token t+1 is a response token
+        response = [ids[t + 1] for t in range(length - 1) if item["chosen_mask"][t]]
+        assert tokenizer.decode(response) == f"4.{EOT}\n"

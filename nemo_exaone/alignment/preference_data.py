@@ -83,13 +83,16 @@ class EncodedResponse:
     response_mask: list[int]  # 1 on the final assistant turn's tokens
 
 
-def encode_conversation(tokenizer, messages: list[dict[str, str]], response: str
-                        ) -> EncodedResponse:
-    """Token ids of ``messages`` + the assistant ``response``, with the response marked."""
+def encode_conversation(tokenizer, messages: list[dict[str, str]], response: str,
+                        chat_format: str = "exaone3") -> EncodedResponse:
+    """Token ids of ``messages`` + the assistant ``response``, with the response marked
+    (rendered in ``chat_format``, the model family's: see ``chat_format_for``)."""
     from nemo_exaone.data.chat_format import encode_chat
 
-    prompt = encode_chat(tokenizer, messages, add_generation_prompt=True).ids
-    full = encode_chat(tokenizer, [*messages, {"role": "assistant", "content": response}]).ids
+    prompt = encode_chat(tokenizer, messages, add_generation_prompt=True,
+                         chat_format=chat_format).ids
+    full = encode_chat(tokenizer, [*messages, {"role": "assistant", "content": response}],
+                       chat_format=chat_format).ids
     if full[:len(prompt)] != prompt:  # the chat segments are encoded separately: never hit
         raise ValueError("the rendered prompt is not a prefix of prompt + response")
     return EncodedResponse(ids=full, response_mask=[0] * len(prompt)
@@ -110,7 +113,7 @@ class PreferenceSamples:
     """
 
     def __init__(self, records: list[PreferenceRecord], tokenizer, seq_length: int,
-                 seed: int = 1234, shuffle: bool = True) -> None:
+                 seed: int = 1234, shuffle: bool = True, chat_format: str = "exaone3") -> None:
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.seed, self.shuffle, self.seq_length = seed, shuffle, seq_length
         self.path: str | None = None  # the JSONL, and the tokenizer, when built from files
@@ -119,7 +122,8 @@ class PreferenceSamples:
         for record in records:
             item: dict[str, torch.Tensor] = {}
             for key in PAIR_KEYS:
-                enc = encode_conversation(tokenizer, record.messages, getattr(record, key))
+                enc = encode_conversation(tokenizer, record.messages, getattr(record, key),
+                                          chat_format)
                 if len(enc.ids) > seq_length:
                     raise ValueError(f"{record.where}: prompt + {key} response is "
                                      f"{len(enc.ids)} tokens, longer than train.seq_length="
@@ -234,7 +238,11 @@ def build_preference_source(data, seq_length: int, arch, prepare_dir: Path
     if tokenizer.vocab_size > arch.vocab_size:
         raise ValueError(f"tokenizer {tokenizer_dir} has {tokenizer.vocab_size} tokens but the "
                          f"model's vocab_size is {arch.vocab_size}")
+    from nemo_exaone.data.chat_format import chat_format_for
+
+    # The model family's chat format: EXAONE 4.0 policies are aligned in the 4.0 format.
     samples = PreferenceSamples(read_preference_jsonl(path), tokenizer, seq_length,
-                                seed=data.seed, shuffle=data.shuffle)
+                                seed=data.seed, shuffle=data.shuffle,
+                                chat_format=chat_format_for(arch.model_type))
     samples.path, samples.tokenizer_dir = str(path), str(tokenizer_dir)
     return samples, str(path), str(tokenizer_dir)
