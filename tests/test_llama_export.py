@@ -188,6 +188,8 @@ def test_chat_template_renders_the_exaone_format(run):
         jinja = (llama / "chat_template.jinja").read_text()
         assert tok_config["chat_template"] == jinja  # transformers 4.4x reads the config entry
         assert "auto_map" not in tok_config
+        # transformers 5 saved the source as TokenizersBackend, a name 4.x does not know.
+        assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"
         text = AutoTokenizer.from_pretrained(llama).apply_chat_template(
             CHAT, tokenize=False, add_generation_prompt=True)
         assert text == EXPECTED_CHAT == render_chat(CHAT, add_generation_prompt=True)

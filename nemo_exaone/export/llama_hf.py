@@ -165,6 +165,13 @@ def _finish_identity(tmp: Path, arch: ExaoneArch, present: set[str]) -> list[str
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.pop("auto_map", None) is not None:
         notes.append("tokenizer_config.json: auto_map dropped (no remote code)")
+    if config.get("tokenizer_class") == "TokenizersBackend" and (tmp / "tokenizer.json").is_file():
+        # transformers 5's name for the tokenizer.json-backed class; 4.x (which TensorRT-LLM
+        # 1.2 and many vLLM installs run) knows it only as PreTrainedTokenizerFast, an alias in 5.
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        notes.append("tokenizer_config.json: tokenizer_class TokenizersBackend -> "
+                     "PreTrainedTokenizerFast (the same class in transformers 5; 4.x knows only "
+                     "this name)")
     jinja = tmp / "chat_template.jinja"
     template = config.get("chat_template")
     if jinja.is_file():  # transformers >= 4.5x prefers the file: it is the template in use
