@@ -65,8 +65,9 @@ def quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def run_job(cfg) -> int:
-    """Train the composed config; returns the process exit code.
+def run_job(cfg, train_fn=None) -> int:
+    """Train the composed config (with ``train_fn(job)``, default :func:`train`); returns
+    the process exit code.
 
     A configuration problem prints ``config error: ...`` and a damaged or missing input (a
     checkpoint, a dataset, a run directory another training holds) ``error: ...``, both exit
@@ -91,7 +92,7 @@ def run_job(cfg) -> int:
             text = save_resolved_config(cfg, Path(job.run.dir))
             if _rank() == 0:
                 print("=== resolved config ===\n" + text + "=======================", flush=True)
-            result = train(job)
+            result = (train_fn or train)(job)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -111,10 +112,31 @@ def run_job(cfg) -> int:
     return EXIT_OK
 
 
-def hydra_entry(config_name: str):
+def compose_stage(cfg, objective: str, overrides: list[str]):
+    """``cfg`` itself when its ``stage.objective`` is ``objective``; otherwise the same
+    primary config composed again with ``overrides`` (e.g. ``stage=dpo``) before the
+    command line's own, so a script can be given a config of another stage
+    (``examples/dpo.py --config-name tiny_cpu``). Call inside a Hydra app."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.stage.objective == objective:
+        return cfg
+    hydra_cfg = HydraConfig.get()
+    name = hydra_cfg.job.config_name
+    given = list(hydra_cfg.overrides.task)
+    print(f"{name} has stage.objective={cfg.stage.objective}: composed with "
+          f"{' '.join(overrides)} (then the command line's overrides)", flush=True)
+    return compose(config_name=name, overrides=[*overrides, *given])
+
+
+def hydra_entry(config_name: str, train_fn=None, stage: tuple[str, list[str]] | None = None):
     """The ``main`` of a Hydra training script (``examples/*.py``): the shipped configs
     (``--config-dir`` adds the user's), ``config_name`` as the default primary config, and
-    :func:`run_job`'s exit code. Every example script is this with its own default."""
+    :func:`run_job`'s exit code. Every example script is this with its own default.
+    ``train_fn`` replaces :func:`train` (a script that chains runs); ``stage``
+    (objective, overrides): a config of another stage is recomposed with the overrides
+    (:func:`compose_stage`)."""
     import hydra
 
     from nemo_exaone.conf import SEARCH_PATH
@@ -123,7 +145,9 @@ def hydra_entry(config_name: str):
 
     @hydra.main(version_base="1.3", config_path=SEARCH_PATH, config_name=config_name)
     def main(cfg) -> None:
-        code = run_job(cfg)
+        if stage is not None:
+            cfg = compose_stage(cfg, *stage)
+        code = run_job(cfg, train_fn)
         if code:
             sys.exit(code)
 

@@ -223,6 +223,22 @@ class DistillConfig:
 
 
 @dataclass
+class DPOStageConfig:
+    """One stage of a multi-stage preference run (alignment.stages); null: the job's value."""
+
+    name: str = "M1"
+    max_steps: int | None = None  # null: train.max_steps
+    lr: float | None = None  # null: optimizer.lr (min_lr scaled with it)
+    preference_loss: str | None = None  # null: dpo.preference_loss
+    # Online DPO (EXAONE 3.0): pairs regenerated from the current policy's samples, scored by
+    # the task's rule (best and worst of samples_per_prompt) on the train prompts.
+    online: bool = False
+    samples_per_prompt: int = 4
+    temperature: float = 1.0
+    max_prompts: int | None = None  # online: the first N train prompts (null: all)
+
+
+@dataclass
 class DPOConfig:
     """Preference optimization (``stage.objective=dpo``), with NeMo-Aligner's ``dpo`` keys.
 
@@ -241,6 +257,19 @@ class DPOConfig:
     gt_reward_scale: float = 1.0
     simpo_gamma: float = 0.5
     reference: str = "cache"
+    # The rule-checkable evidence task (nemo_exaone.alignment.synthetic_task), written under
+    # data.prepare_dir: "instructions" | null (data.preference_file as given). With a task,
+    # examples/dpo.py makes M0 by SFT when init.checkpoint is null and writes eval.json.
+    task: str | None = None
+    task_seed: int = 0
+    sft_steps: int = 300  # the on-the-fly SFT run (<run.dir>/sft) that makes M0
+    sft_lr: float = 3.0e-3
+    sft_compliance: float = 0.5  # share of SFT answers that follow their instruction
+    eval_pairs: int = 96  # held-out pairs (and prompts for greedy generation)
+    eval_max_new_tokens: int = 32  # 0: no generation (behaviour rate not measured)
+    # M0 -> M1 -> M2 ...: each stage starts from (and, DPO, is referenced to) the previous
+    # one's final checkpoint; empty: one stage, the job itself.
+    stages: list[DPOStageConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -341,6 +370,14 @@ def validate_job(cfg: TrainingJobConfig) -> None:
     from nemo_exaone.alignment.losses import PREFERENCE_LOSSES
 
     _choice("dpo.preference_loss", cfg.dpo.preference_loss, PREFERENCE_LOSSES)
+    _choice("dpo.task", cfg.dpo.task, (None, "instructions"))
+    for i, stage in enumerate(cfg.dpo.stages):
+        if stage.preference_loss is not None:
+            _choice(f"dpo.stages[{i}].preference_loss", stage.preference_loss,
+                    PREFERENCE_LOSSES)
+        if stage.samples_per_prompt < 2:
+            raise ConfigError(f"dpo.stages[{i}].samples_per_prompt={stage.samples_per_prompt}"
+                              " must be >= 2 (a best and a worst sample)")
     if not 0.0 <= cfg.distill.alpha <= 1.0:
         raise ConfigError(f"distill.alpha={cfg.distill.alpha} must be in [0, 1]")
     if cfg.distill.temperature <= 0:
