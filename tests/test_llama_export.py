@@ -250,3 +250,34 @@ def test_out_over_the_source_is_refused(run, capsys):
         err = capsys.readouterr().err
         assert "writing it would destroy the input" in err, err
         assert sorted(p.name for p in Path(args[args.index("--out") + 1]).iterdir()) == before
+
+
+@pytest.mark.parametrize("preset", ["exaone3.0-7.8b", "exaone3.5-2.4b", "exaone3.5-32b"])
+def test_every_3x_preset_reads_back_as_the_same_llama(preset):
+    """Config only (no weights): transformers 5's LlamaConfig reads our config.json as the
+    preset's shapes, tying, token ids and RoPE (3.0: no scaling, theta 5e5)."""
+    from transformers import LlamaConfig
+
+    from nemo_exaone.export.llama_hf import llama_config
+
+    arch = get_preset(preset)
+    config = LlamaConfig(**llama_config(arch, "bfloat16"))
+    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size,
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+            config.vocab_size, config.max_position_embeddings, config.rms_norm_eps) == (
+        arch.num_layers, arch.hidden_size, arch.intermediate_size, arch.num_attention_heads,
+        arch.num_key_value_heads, arch.head_dim, arch.vocab_size,
+        arch.max_position_embeddings, arch.layer_norm_epsilon)
+    assert config.tie_word_embeddings is bool(arch.tie_word_embeddings)
+    assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (1, 361, 0)
+    rope = dict(config.rope_parameters)
+    assert rope.pop("rope_theta") == arch.rope_theta
+    assert rope == (arch.rope_scaling or {"rope_type": "default"})
+
+
+def test_exaone4_12b_refusal_names_the_layer_not_a_window():
+    from nemo_exaone.export.llama_hf import LlamaExportError, refuse_unless_llama
+
+    with pytest.raises(LlamaExportError, match="global attention in every layer") as refused:
+        refuse_unless_llama(get_preset("exaone4.0-1.2b"), "preset exaone4.0-1.2b")
+    assert "q_norm / k_norm" in str(refused.value)
