@@ -368,11 +368,13 @@ def _messages(prompt: Prompt) -> list[dict[str, str]]:
 def make_sample_fn(model_chunks: list, tokenizer, cfg: PreferenceBuildConfig, *,
                    policy_index: int = 0, max_batch_size: int | None = None,
                    max_position_embeddings: int | None = None,
-                   eos_token_id: int | Sequence[int] | None = None) -> SampleFn:
+                   eos_token_id: int | Sequence[int] | None = None,
+                   chat_format: str = "exaone3") -> SampleFn:
     """A ``sample_fn`` that samples from model chunks held in memory (a loaded checkpoint or
-    the policy being trained): prompts in the EXAONE chat format with the generation prompt,
-    each repeated n times in one :func:`~nemo_exaone.inference.generate` call, stopping at
-    ``[|endofturn|]`` (and ``eos_token_id``). Collective under tensor parallelism."""
+    the policy being trained): prompts rendered in ``chat_format`` (the policy family's,
+    ``chat_format_for(arch.model_type)``) with the generation prompt, each repeated n times
+    in one :func:`~nemo_exaone.inference.generate` call, stopping at ``[|endofturn|]`` (and
+    ``eos_token_id``). Collective under tensor parallelism."""
     from nemo_exaone.data.chat_format import encode_chat
     from nemo_exaone.inference import default_stop_ids, generate
 
@@ -381,8 +383,8 @@ def make_sample_fn(model_chunks: list, tokenizer, cfg: PreferenceBuildConfig, *,
     config = cfg.generation_config(policy_index, default_stop_ids(tokenizer, eos_token_id))
 
     def sample(prompts: list[Prompt], n: int) -> list[list[str]]:
-        ids = [encode_chat(tokenizer, _messages(p), add_generation_prompt=True).ids
-               for p in prompts]
+        ids = [encode_chat(tokenizer, _messages(p), add_generation_prompt=True,
+                           chat_format=chat_format).ids for p in prompts]
         repeated = [prompt_ids for prompt_ids in ids for _ in range(n)]
         results = generate(model_chunks, repeated, config, tokenizer=tokenizer,
                            max_batch_size=max_batch_size,

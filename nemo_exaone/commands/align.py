@@ -230,6 +230,7 @@ def run_build_preferences(args: argparse.Namespace) -> int:
     from nemo_exaone.checkpoint.errors import CheckpointError
     from nemo_exaone.checkpoint.locate import locate_checkpoint
     from nemo_exaone.config.errors import ConfigError, InputError
+    from nemo_exaone.data.chat_format import chat_format_for
     from nemo_exaone.inference.loading import checkpoint_tokenizer_dir, load_for_generation
     from nemo_exaone.runtime.outputs import atomic_files, check_output, refuse_overlap
 
@@ -275,7 +276,8 @@ def run_build_preferences(args: argparse.Namespace) -> int:
                 fn = make_sample_fn(loaded.chunks, loaded.tokenizer, cfg, policy_index=k,
                                     max_batch_size=args.batch_size,
                                     max_position_embeddings=loaded.arch.max_position_embeddings,
-                                    eos_token_id=loaded.arch.eos_token_id)
+                                    eos_token_id=loaded.arch.eos_token_id,
+                                    chat_format=chat_format_for(loaded.arch.model_type))
                 out = fn(batch, n)
             finally:
                 del loaded
