@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -360,3 +361,38 @@ def test_preset_config_fields(preset):
         8, 102400, 1e-5, "silu", "rope_gpt_neox")
     assert config["intermediate_size"] == published["intermediate_size"]
     assert config["max_position_embeddings"] == published["max_position_embeddings"]
+
+
+# ------------------------------------------------------------------ scripts/build_engine.sh
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_engine.sh"
+
+
+def _build_engine(args: list[str], path: str) -> subprocess.CompletedProcess:
+    env = {"PATH": path, "HOME": "/tmp"}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env)
+
+
+def test_build_engine_refuses_without_trtllm_build(run, tmp_path):
+    done = _build_engine([run["dirs"]["tied_tp2_bf16"], str(tmp_path / "engine")],
+                         f"{tmp_path}:/usr/bin:/bin")
+    assert done.returncode == 127 and "trtllm-build is not on PATH" in done.stderr
+
+
+def test_build_engine_passes_documented_flags(run, tmp_path):
+    """A stand-in trtllm-build records its arguments (the real one needs a GPU image)."""
+    stub = tmp_path / "trtllm-build"
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/args"\n')
+    stub.chmod(0o755)
+    path = f"{tmp_path}:/usr/bin:/bin"
+    fp8, bf16 = run["dirs"]["tied_tp2_fp8"], run["dirs"]["tied_tp2_bf16"]
+    assert _build_engine([fp8, str(tmp_path / "e"), "fp8"], path).returncode == 0
+    args = (tmp_path / "args").read_text().split("\n")
+    pairs = dict(zip(args[::2], args[1::2]))
+    assert pairs["--checkpoint_dir"] == fp8 and pairs["--gemm_plugin"] == "auto"
+    assert pairs["--use_fp8_context_fmha"] == "enable"
+    assert {"--max_batch_size", "--max_input_len", "--max_seq_len", "--max_num_tokens"} <= set(args)
+    assert _build_engine([bf16, str(tmp_path / "e2")], path).returncode == 0
+    assert "--use_fp8_context_fmha" not in (tmp_path / "args").read_text()
+    for wrong in ([fp8, str(tmp_path / "e3"), "bf16"], [bf16, str(tmp_path / "e4"), "fp8"]):
+        done = _build_engine(wrong, path)
+        assert done.returncode == 2 and "mode" in done.stderr
