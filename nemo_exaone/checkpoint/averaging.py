@@ -156,7 +156,7 @@ def average_checkpoints(
     out = Path(out).absolute()
     flags = ["--ckpt"] * len(ckpts)
     refuse_overlap(out, list(ckpts), output_flag="--out", input_flags=flags)
-    paths = [Path(locate_checkpoint(c).path) for c in ckpts]
+    paths = [Path(locate_checkpoint(c).path).absolute() for c in ckpts]
     refuse_overlap(out, paths, output_flag="--out", input_flags=flags)
     check_output(out, overwrite, flag="--out")
     archs = [read_checkpoint_arch(p) for p in paths]
