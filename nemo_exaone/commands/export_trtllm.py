@@ -19,6 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     report = export_trtllm(
         args.ckpt, args.out, options=options, calib_data=args.calib_data,
         calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len,
+        calib_precision=args.calib_precision,
         tokenizer_dir=args.tokenizer, overwrite=args.overwrite,
         progress=False if args.quiet else None)
     print(report.summary())
@@ -56,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="calibration texts to run (default 64)")
     parser.add_argument("--calib-seq-len", type=int, default=256,
                         help="tokens per calibration text, longer ones cut (default 256)")
+    parser.add_argument("--calib-precision", choices=("fp32", "bf16"), default="fp32",
+                        help="dtype of the model during calibration (bf16 halves its memory; "
+                             "the model is built on the CPU, whole)")
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer directory for calibration (default: the one the "
                              "checkpoint carries)")

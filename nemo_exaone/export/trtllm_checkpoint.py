@@ -288,6 +288,10 @@ class _Converter:
     def _cast(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         return [t.to(self.options.torch_dtype) for t in tensors]
 
+    def _replicated(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """The same tensor for every rank, cast once (an embedding can be gigabytes)."""
+        return [tensor.to(self.options.torch_dtype)] * self.options.tp
+
     def _linear(self, prefix: str, layer: int, parts: list[torch.Tensor], scale_of: float | None
                 ) -> dict[str, list[torch.Tensor]]:
         if not self.options.fp8:
@@ -301,12 +305,12 @@ class _Converter:
     def convert(self, megatron: str, full: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         tp = self.options.tp
         if megatron == EMBEDDING:
-            out = {"transformer.vocab_embedding.weight": self._cast([full] * tp)}
+            out = {"transformer.vocab_embedding.weight": self._replicated(full)}
             if self.arch.tie_word_embeddings:
                 out["lm_head.weight"] = self._cast(lm_head_rank_weights(full, tp))
             return out
         if megatron == FINAL_NORM:
-            return {"transformer.ln_f.weight": self._cast([full] * tp)}
+            return {"transformer.ln_f.weight": self._replicated(full)}
         if megatron == OUTPUT:
             return {"lm_head.weight": self._cast(lm_head_rank_weights(full, tp))}
         layer_text, suffix = megatron.removeprefix("decoder.layers.").split(".", 1)
@@ -315,7 +319,7 @@ class _Converter:
         fp8 = self.options.fp8
         if suffix.endswith("layer_norm_weight"):
             name = "input_layernorm" if suffix.startswith("self_attention") else "post_layernorm"
-            return {f"{t}{name}.weight": self._cast([full] * tp)}
+            return {f"{t}{name}.weight": self._replicated(full)}
         if suffix == "self_attention.linear_qkv.weight":
             from nemo_exaone.checkpoint.mapping import GroupedQKV
 
@@ -363,6 +367,7 @@ def export_trtllm(
     calib_data: str | os.PathLike | None = None,
     calib_samples: int = 64,
     calib_seq_len: int = 256,
+    calib_precision: str = "fp32",
     tokenizer_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -373,7 +378,8 @@ def export_trtllm(
 
     FP8 first calibrates (``calibration`` may be passed precomputed) with the checkpoint's
     tokenizer (or ``tokenizer_dir``) over ``calib_samples`` texts of ``calib_data`` (JSONL with
-    a ``text`` field; default the shipped corpus), each cut to ``calib_seq_len`` tokens.
+    a ``text`` field; default the shipped corpus), each cut to ``calib_seq_len`` tokens, with
+    the model in ``calib_precision`` ("fp32"; "bf16" halves the memory of a large model).
     """
     from nemo_exaone.checkpoint.dcp_io import DistCheckpointReader
     from nemo_exaone.checkpoint.exaone4_hf import hf_table
@@ -411,7 +417,8 @@ def export_trtllm(
             raise InputError(f"{ckpt_dir} carries no tokenizer and FP8 calibration needs one: "
                              "pass --tokenizer DIR")
         calibration = calibrate_checkpoint(ckpt_dir, arch, tokenizer, calib_data=calib_data,
-                                           samples=calib_samples, seq_len=calib_seq_len)
+                                           samples=calib_samples, seq_len=calib_seq_len,
+                                           precision=calib_precision)
     if calibration is not None:
         if len(calibration.amax) != arch.num_layers:
             raise InputError(f"calibration covers {len(calibration.amax)} layers, the model "
