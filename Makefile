@@ -10,7 +10,8 @@ MCORE_TESTS ?= tests/test_parallel_parity.py tests/test_param_counts.py tests/te
 	tests/test_training_distill_losses.py tests/test_training_safety.py tests/test_golden_loss.py \
 	tests/test_objective_mask.py tests/test_training_resume.py tests/test_rope_parity.py \
 	tests/test_training_clip.py tests/test_versions.py tests/test_exaone4_model.py tests/test_exaone4_parity.py \
-	tests/test_generate.py tests/test_model_device.py tests/test_checkpoint_averaging.py
+	tests/test_generate.py tests/test_model_device.py tests/test_checkpoint_averaging.py \
+	tests/test_trtllm_export.py
 
 setup:
 	@scripts/setup_env.sh >/dev/null
