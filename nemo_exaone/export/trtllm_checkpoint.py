@@ -24,9 +24,10 @@ EXAONE 3.x is Llama with other names; TensorRT-LLM builds it with its LLaMA clas
   ``kv_cache_quant_algo: "FP8"`` and ``attention.kv_cache_scaling_factor`` = max(calibrated
   post-RoPE key amax, value amax) / 448 (TensorRT-LLM's own HF converter writes 1.0).
 
-Verified against NVIDIA/TensorRT-LLM's public source as stored in the search index (the
-files' recorded commits; the engine flow is unchanged through 1.2.x, whose
-``tensorrt_llm/version.py`` reads 1.2.0rc2 at b35ac1b64368): ``tensorrt_llm/models/llama/
+Checked against NVIDIA/TensorRT-LLM's public source as a code index stores it: one version
+of each file, at the commit named (the whole repository, 2.5 GB, could not be fetched, so which
+release tag each commit belongs to was not established; a stored
+``tensorrt_llm/version.py``, at b35ac1b64368, reads 1.2.0rc2): ``tensorrt_llm/models/llama/
 convert.py`` @04a2cacbfd3b (EXAONE ``param_name_map``: ``mlp.fc`` <- ``c_fc_0``, ``mlp.gate``
 <- ``c_fc_1``; ``dup_kv_weight``; per-rank ``concat(split q, split k, split v)``; tied
 ``lm_head`` padded with ``pad_vocab_size`` and split; FP8 KV scale 1.0),
