@@ -281,3 +281,25 @@ def test_exaone4_12b_refusal_names_the_layer_not_a_window():
     with pytest.raises(LlamaExportError, match="global attention in every layer") as refused:
         refuse_unless_llama(get_preset("exaone4.0-1.2b"), "preset exaone4.0-1.2b")
     assert "q_norm / k_norm" in str(refused.value)
+
+
+def test_a_tokenizer_without_chat_template_gets_exaones(run, tmp_path):
+    """--tokenizer replaces the source's tokenizer; lacking a template it gets EXAONE 3.x's."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    source = run["cases"]["tied"]["hf"]
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, tokenizer / name)
+    config = json.loads((tokenizer / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    assert main(["convert", "hf-to-llama", "--hf", str(source), "--tokenizer", str(tokenizer),
+                 "--out", str(out), "--quiet"]) == 0
+    text = AutoTokenizer.from_pretrained(out).apply_chat_template(
+        CHAT, tokenize=False, add_generation_prompt=True)
+    assert text == EXPECTED_CHAT
