@@ -92,7 +92,7 @@ def _worker(root: str, tokens: torch.Tensor) -> dict:
     from nemo_exaone.cli import main
     from nemo_exaone.data.assets import build_tiny_tokenizer
     from nemo_exaone.data.tokenizer import load_tokenizer
-    from nemo_exaone.export.fp8_calibration import DEFAULT_CALIB_DATA
+    from nemo_exaone.export.fp8_calibration import DEFAULT_CALIB_DATA, Calibration
     from nemo_exaone.export.trtllm_checkpoint import export_trtllm
 
     torch.set_num_threads(1)  # tiny tensors: threads only contend on a shared CI machine
@@ -123,6 +123,21 @@ def _worker(root: str, tokens: torch.Tensor) -> dict:
         export_trtllm(root_path / f"mc_{arch_name}", target, options=options, calib_data=calib,
                       calib_samples=CALIB_TEXTS, calib_seq_len=CALIB_SEQ, progress=False)
         out["dirs"][name] = str(target)
+    # A failure half-way through (here: a calibration that breaks at layer 2) leaves nothing.
+    class Breaking(Calibration):
+        def scale(self, layer: int, key: str) -> float:
+            if layer == 2:
+                raise RuntimeError("calibration broke at layer 2")
+            return super().scale(layer, key)
+
+    ranges = [dict.fromkeys(("qkv", "dense", "fc", "proj", "k", "v"), 1.0)] * 4
+    try:
+        export_trtllm(root_path / "mc_tied", root_path / "broken",
+                      options=TrtllmOptions(tp=2, fp8=True),
+                      calibration=Breaking(ranges, 1, 1, "test"), progress=False)
+    except RuntimeError as exc:
+        out["broken_error"] = str(exc)
+    out["broken_left"] = sorted(p.name for p in root_path.iterdir() if "broken" in p.name)
     arch_name, options = EXPORTS[CLI_EXPORT]
     argv = ["export", "trtllm", "--ckpt", str(root_path / f"mc_{arch_name}"),
             "--out", str(root_path / "cli"), "--tp", str(options.tp), "--dtype", options.dtype,
@@ -269,6 +284,11 @@ def test_cli_export_is_identical_and_refuses_bad_requests(run):
     for file in sorted(p.name for p in api.iterdir()):
         assert (api / file).read_bytes() == (cli / file).read_bytes(), file
     assert run["cli_again_rc"] == 2 and run["cli_kv_rc"] == 2 and not run["cli_kv_left"]
+
+
+def test_failed_export_leaves_no_output(run):
+    assert run["broken_error"] == "calibration broke at layer 2"
+    assert run["broken_left"] == []
 
 
 def test_exaone4_is_refused_toward_the_pytorch_flow():

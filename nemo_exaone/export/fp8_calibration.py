@@ -12,6 +12,7 @@ needed: it is never imported.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,12 @@ def calibrate(model: torch.nn.Module, token_rows: list[list[int]], source: str) 
     finally:
         for hook in hooks:
             hook.remove()
+    for index, ranges in enumerate(amax):
+        bad = [key for key, value in ranges.items() if not math.isfinite(value)]
+        if bad:
+            raise RuntimeError(f"calibration: decoder layer {index} gives non-finite "
+                               f"{', '.join(bad)} activations; the checkpoint's weights are "
+                               "damaged or overflow in this precision")
     return Calibration(amax=amax, samples=len(token_rows), tokens=tokens, source=source)
 
 
