@@ -209,3 +209,33 @@ def test_stale_workspaces_of_dead_launchers_are_removed(tmp_path):
     assert sorted(p.name for p in shm.iterdir()) == [f"nemo_exaone_serve_{os.getpid()}_1_region"]
     assert len(removed) == 2
     shutil.rmtree(live)
+
+
+def test_request_parsing_follows_tensorrt_llm_semantics():
+    """No sampling input or top_k=1: greedy; end_id joins the stop ids first; a value per row
+    or one for all; top_k with top_p (Megatron samples with one) and ragged inputs refused."""
+    from nemo_exaone.serving.backend import RequestError, parse_request
+
+    def parse(**inputs):
+        tensors = {"text_input": np.array([[b"ab"], [b"cd"]], dtype=object),
+                   "max_tokens": np.array([[4]], dtype=np.int32)}
+        tensors.update({k: np.asarray(v) for k, v in inputs.items()})
+        return parse_request(tensors, encode=lambda t: [ord(c) for c in t], max_tokens_limit=8,
+                             max_positions=7, stop_ids=(3,))
+
+    rows = parse()
+    assert [r.prompt_ids for r in rows] == [[97, 98], [99, 100]]
+    assert all(r.config.greedy and r.config.stop_ids == (3,) for r in rows)
+    assert not rows[0].include_prompt
+    rows = parse(temperature=[[0.5], [0.7]], end_id=[[9]], exclude_input_in_output=[[False]])
+    assert [r.config.temperature for r in rows] == [0.5, pytest.approx(0.7)]
+    assert not rows[0].config.greedy and rows[0].config.stop_ids == (9, 3)
+    assert rows[1].include_prompt
+    assert parse(top_k=[[1]], temperature=[[0.5]])[0].config.greedy
+    assert parse(top_k=[[5]], seed=np.array([[7]], dtype=np.uint64))[0].config.seed == 7
+    for bad, match in [({"top_k": [[5]], "top_p": [[0.9]]}, "top_k=5 and top_p=0.9"),
+                       ({"max_tokens": np.array([[1], [2], [3]])}, "3 values for 2"),
+                       ({"max_tokens": np.array([[6]])}, "exceeds the model's context of 7"),
+                       ({"end_id": [[-1]]}, "end_id=-1")]:
+        with pytest.raises(RequestError, match=match):
+            parse(**bad)
