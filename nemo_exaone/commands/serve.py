@@ -13,6 +13,8 @@ Inputs: ``text_input`` (STRING), ``max_tokens`` (INT32, 1..--max-tokens-limit); 
 ``temperature``/``top_p`` (FP32), ``top_k`` (INT32; 1 = greedy), ``seed``/``random_seed``
 (UINT64), ``end_id`` (INT32), ``exclude_input_in_output`` (BOOL, default true). Greedy unless a
 sampling input is given. Output: ``text_output`` (STRING). Requests are batched dynamically.
+``max_tokens`` is INT32 as in TensorRT-LLM's ensemble (so its clients work unchanged); through
+the JSON generate extension Triton wraps a number beyond 32 bits before the model sees it.
 Listens on 127.0.0.1 only. SIGINT/SIGTERM drain the server and remove its workspace.
 """
 
