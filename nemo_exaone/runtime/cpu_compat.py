@@ -61,6 +61,11 @@ class _CudaToCpuMode(TorchFunctionMode):
             return _CUDA_TYPE_NAMES.get(tensor.dtype, func(*args))
         if "device" in kwargs:
             kwargs["device"] = _map_device(kwargs["device"])
+        # Pinned (page-locked) memory needs an accelerator; on a CPU a plain tensor is the same.
+        if kwargs.get("pin_memory"):
+            kwargs["pin_memory"] = False
+        if func is torch.Tensor.pin_memory:
+            return args[0]
         if func is torch.Tensor.to and len(args) > 1:
             args = (args[0], _map_device(args[1]), *args[2:])
         return func(*args, **kwargs)
@@ -134,7 +139,8 @@ def _patch_torch_cuda() -> None:
     cuda.random.get_rng_state = cuda.get_rng_state  # type: ignore[assignment]
     cuda.set_rng_state = lambda state, *a, **k: torch.set_rng_state(state)  # type: ignore
     cuda.get_rng_state_all = lambda: [torch.get_rng_state()]  # type: ignore[assignment]
-    cuda.set_rng_state_all = lambda states: torch.set_rng_state(states[0])  # type: ignore
+    # An empty list (no devices: what Lightning records when CUDA is absent) sets nothing.
+    cuda.set_rng_state_all = lambda states: states and torch.set_rng_state(states[0])  # type: ignore
     cuda.manual_seed = lambda seed: torch.default_generator.manual_seed(int(seed))  # type: ignore
     cuda.manual_seed_all = cuda.manual_seed  # type: ignore[assignment]
 
