@@ -1,4 +1,5 @@
-"""``nemo-exaone convert hf-to-nemo`` / ``nemo-to-hf``: HF EXAONE <-> NeMo 2 checkpoints.
+"""``nemo-exaone convert hf-to-nemo`` / ``nemo-to-hf`` (HF EXAONE <-> NeMo 2) and
+``nemo-to-mcore`` / ``mcore-to-nemo`` (NeMo 2 <-> our Megatron checkpoints).
 
 Thin wrappers over the connectors that ``llm.import_ckpt`` / ``llm.export_ckpt`` use
 (:mod:`nemo_exaone.nemo.connectors`); they need NeMo 2 (``pip install 'nemo-exaone[nemo]'``).
@@ -43,6 +44,29 @@ def _nemo_to_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nemo_to_mcore(args: argparse.Namespace) -> int:
+    if (missing := _nemo_missing(args)) is not None:
+        return missing
+    from nemo_exaone.nemo.weights import nemo_to_mcore
+
+    out = nemo_to_mcore(args.nemo, args.out, overwrite=args.overwrite)
+    print(f"nemo-to-mcore: {args.nemo} -> {out} (loads as a stage's init weights, any TP/PP)")
+    return 0
+
+
+def _mcore_to_nemo(args: argparse.Namespace) -> int:
+    if (missing := _nemo_missing(args)) is not None:
+        return missing
+    from nemo_exaone.checkpoint.locate import locate_checkpoint
+    from nemo_exaone.nemo.weights import mcore_to_nemo
+
+    found = locate_checkpoint(args.ckpt)  # a run directory, its checkpoints/ or iter_N
+    print(found.note, flush=True)
+    out = mcore_to_nemo(found.path, args.out, overwrite=args.overwrite)
+    print(f"mcore-to-nemo: {found.path} -> {out}")
+    return 0
+
+
 def _outputs(parser: argparse.ArgumentParser) -> None:
     # --dtype does not apply: NeMo keeps one params_dtype, and these conversions are bit-exact.
     parser.add_argument("--out", required=True,
@@ -54,7 +78,7 @@ def _outputs(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub, common) -> None:  # noqa: ARG001 - no --dtype/--quiet here (bit-exact)
-    """Add ``hf-to-nemo`` and ``nemo-to-hf`` under ``nemo-exaone convert``."""
+    """Add the four NeMo 2 conversions under ``nemo-exaone convert``."""
     to_nemo = sub.add_parser(
         "hf-to-nemo", help="HF EXAONE 3.x -> NeMo 2 checkpoint (needs the 'nemo' extra)")
     to_nemo.add_argument("--hf", required=True, help="HF checkpoint directory")
@@ -68,3 +92,19 @@ def register(sub, common) -> None:  # noqa: ARG001 - no --dtype/--quiet here (bi
     to_hf.add_argument("--max-shard-size", default="5GB", help="largest shard (default 5GB)")
     _outputs(to_hf)
     to_hf.set_defaults(func=_nemo_to_hf)
+
+    to_mcore = sub.add_parser(
+        "nemo-to-mcore", help="NeMo 2 EXAONE checkpoint -> our Megatron checkpoint (a stage's "
+        "init weights; needs the 'nemo' extra)")
+    to_mcore.add_argument("--nemo", required=True, help="NeMo 2 checkpoint directory")
+    _outputs(to_mcore)
+    to_mcore.set_defaults(func=_nemo_to_mcore)
+
+    from_mcore = sub.add_parser(
+        "mcore-to-nemo", help="our Megatron checkpoint (converted or trained) -> NeMo 2 "
+        "checkpoint (needs the 'nemo' extra)")
+    from_mcore.add_argument("--ckpt", required=True,
+                            help="a checkpoint (iter_N or converted) directory, a training run "
+                                 "directory or its checkpoints/ folder (their latest intact one)")
+    _outputs(from_mcore)
+    from_mcore.set_defaults(func=_mcore_to_nemo)

@@ -30,16 +30,17 @@ def test_nemo_weights_initialise_our_stage_and_ours_go_back(tied_hf, tmp_path):
     from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
     from nemo_exaone.checkpoint.mcore_checkpoint import load_stage_weights
     from nemo_exaone.checkpoint.metadata import read_checkpoint_arch
+    from nemo_exaone.cli import main
     from nemo_exaone.model.builder import ModelOptions, build_model
     from nemo_exaone.nemo.connectors import (
         export_nemo_to_hf,
         import_hf_to_nemo,
         nemo_checkpoint_config,
     )
-    from nemo_exaone.nemo.weights import mcore_to_nemo, nemo_to_mcore
 
     nemo_dir = import_hf_to_nemo(tied_hf, tmp_path / "nemo")
-    ours = nemo_to_mcore(nemo_dir, tmp_path / "from_nemo")
+    ours = tmp_path / "from_nemo"
+    assert main(["convert", "nemo-to-mcore", "--nemo", str(nemo_dir), "--out", str(ours)]) == 0
     reference = tmp_path / "from_hf"
     convert_hf_to_mcore(tied_hf, reference, progress=False)
     got, want = _stored(ours), _stored(reference)
@@ -62,7 +63,9 @@ def test_nemo_weights_initialise_our_stage_and_ours_go_back(tied_hf, tmp_path):
                 assert torch.equal(from_nemo[key], value), key
 
     # Ours into NeMo (NeMo's own save), then out to HF: the source's weights, bit-exact.
-    back_nemo = mcore_to_nemo(reference, tmp_path / "nemo_again")
+    back_nemo = tmp_path / "nemo_again"
+    assert main(["convert", "mcore-to-nemo", "--ckpt", str(reference), "--out",
+                 str(back_nemo)]) == 0
     assert nemo_checkpoint_config(back_nemo).to_arch().hf_differences(arch) == []
     back = export_nemo_to_hf(back_nemo, tmp_path / "hf_again")
     assert_same_hf(tied_hf, back)
