@@ -16,7 +16,9 @@ older one-instruction toy task (:func:`..preference_data.toy_preference_records`
 The SFT data (:func:`sft_records`) answers the same kind of prompts and follows the
 instruction only with probability ``compliance`` (0.5 by default): the SFT model M0 can
 answer in every style but has no reason to pick the instructed one; DPO/SimPO have to teach
-it. Train and held-out prompts use disjoint topics. Everything is generated here,
+it. Held-out prompts use topics and question phrasings that no preference pair uses and
+phrasings no SFT chat uses (the SFT chats mention the held-out topics, so M0 knows the
+words). Everything is generated here,
 deterministically from a seed; nothing is downloaded.
 """
 
@@ -30,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TASK_NAME = "instructions"
-TASK_FORMAT = 1  # bump when the generator changes (it is part of the file names' content)
+TASK_FORMAT = 3  # bump when the pair generator changes (part of the file names)
+SFT_FORMAT = 2  # bump when the SFT chats change (M0 depends on them alone)
 
 # Single tokens of the tiny tokenizer (so answers stay short); disjoint train/held-out topics.
 TRAIN_TOPICS = ("river", "city", "house", "school", "water", "music", "book", "tree",
@@ -40,6 +43,7 @@ HELDOUT_TOPICS = ("moon", "star", "station", "beach", "morning", "night", "frien
                   "computer", "car")
 QUESTIONS = ("Tell me about the {topic}.", "What do you think of the {topic}?",
              "Describe the {topic}.")
+HELDOUT_QUESTIONS = ("Say something about the {topic}.", "How would you describe the {topic}?")
 FILLER = ("is", "very", "old", "new", "small", "calm", "long", "short", "happy", "and",
           "with", "cold", "warm", "green")
 END_WORDS = ("yes", "no", "again", "today")
@@ -121,53 +125,90 @@ def _base_words(topic: str, n: int, rng: random.Random) -> list[str]:
     return ["the", topic] + [rng.choice(FILLER) for _ in range(max(0, n - 2))]
 
 
-def answer_pair(instruction: Instruction, topic: str, rng: random.Random) -> tuple[str, str]:
-    """(follows, breaks): two answers about ``topic`` differing only in what the rule checks."""
+_PARTNER = {"yes": "no", "no": "yes", "again": "today", "today": "again"}
+
+
+def answer_pair(instruction: Instruction, topic: str, rng: random.Random,
+                words: dict[str, list[str]] | None = None) -> tuple[str, str]:
+    """(follows, breaks): two answers about ``topic`` differing only in what the rule checks.
+
+    ``words`` (per rule, from :func:`block_words`) fixes the answer's words, so the opposite
+    variants of a block are mirror images: "capital" (UPPER, lower) and "small" (lower,
+    UPPER) of the same sentence; "end with yes" (... yes, ... no) and "end with no"
+    (... no, ... yes); three words (3, 6) and six words (6, 3)."""
     if instruction.rule == "case":
-        text = _sentence(_base_words(topic, rng.randint(3, 6), rng))
+        base = words["case"] if words else _base_words(topic, rng.randint(3, 6), rng)
+        text = _sentence(base)
         upper, lower = text.upper(), text.lower()
         return (upper, lower) if instruction.arg == "upper" else (lower, upper)
     if instruction.rule == "ending":
-        words = _base_words(topic, rng.randint(3, 5), rng)
-        other = rng.choice([w for w in END_WORDS if w != instruction.arg])
-        return _sentence(words + [instruction.arg]), _sentence(words + [other])
+        base = words["ending"] if words else _base_words(topic, rng.randint(3, 5), rng)
+        other = _PARTNER[instruction.arg] if words else rng.choice(
+            [w for w in END_WORDS if w != instruction.arg])
+        return _sentence(base + [instruction.arg]), _sentence(base + [other])
     n = int(instruction.arg)
     other = next(k for k in LENGTHS if k != n)
-    words = _base_words(topic, max(n, other), rng)
-    return _sentence(words[:n]), _sentence(words[:other])
+    base = words["length"] if words else _base_words(topic, max(n, other), rng)
+    return _sentence(base[:n]), _sentence(base[:other])
+
+
+def block_words(topic: str, rng: random.Random) -> dict[str, list[str]]:
+    """The words one block's answers share (see :func:`answer_pair`)."""
+    return {"case": _base_words(topic, rng.randint(3, 6), rng),
+            "ending": _base_words(topic, rng.randint(3, 5), rng),
+            "length": _base_words(topic, max(LENGTHS), rng)}
 
 
 def prompts(split: str) -> list[tuple[str, Instruction, str]]:
-    """Every (prompt, instruction, topic) of a split (``train`` or ``heldout``), in order."""
-    topics = {"train": TRAIN_TOPICS, "heldout": HELDOUT_TOPICS}[split]
+    """Every (prompt, instruction, topic) of a split, in order: ``train`` (train topics and
+    questions), ``heldout`` (held-out topics and questions: prompts no training run sees) or
+    ``sft`` (all topics with the train questions: M0 knows the held-out topics' words, never
+    the held-out prompts, and its answers carry no preference)."""
+    topics, questions = {"train": (TRAIN_TOPICS, QUESTIONS),
+                         "heldout": (HELDOUT_TOPICS, HELDOUT_QUESTIONS),
+                         "sft": (TRAIN_TOPICS + HELDOUT_TOPICS, QUESTIONS)}[split]
     return [(question.format(topic=topic) + " " + instruction.text, instruction, topic)
-            for topic in topics for question in QUESTIONS for instruction in INSTRUCTIONS]
+            for topic in topics for question in questions for instruction in INSTRUCTIONS]
 
 
 def preference_records(split: str, seed: int = 0, limit: int | None = None) -> list[dict]:
-    """DPO JSONL records (NeMo-Aligner keys, plus ``rule``/``arg``) of a split, shuffled by
-    ``seed``; ``limit`` keeps the first ones (a balanced mix for any limit, as shuffled)."""
+    """DPO JSONL records (NeMo-Aligner keys, plus ``rule``/``arg``) of a split, in blocks of
+    ``len(INSTRUCTIONS)`` (8): one topic and question with every instruction, mirror-image
+    answers (:func:`answer_pair`), blocks and records within a block shuffled by ``seed``;
+    ``limit`` keeps the first records (whole blocks: a balanced mix).
+
+    Read in file order (``data.shuffle=false``) with ``train.micro_batch_size`` a multiple
+    of 8, every micro-batch holds whole blocks: an update that raises upper case (or the
+    word "yes", or long answers) everywhere gains on half the block's pairs and loses on
+    the other half, so only reading the instruction lowers the loss."""
     rng = random.Random(f"{TASK_NAME}-{TASK_FORMAT}-{split}-{seed}")
+    per_block = len(INSTRUCTIONS)
     items = prompts(split)
-    rng.shuffle(items)
+    blocks = [items[i:i + per_block] for i in range(0, len(items), per_block)]
+    rng.shuffle(blocks)
     records = []
-    for i, (prompt, instruction, topic) in enumerate(items[:limit]):
-        chosen, rejected = answer_pair(instruction, topic, rng)
-        records.append({"id": f"{split}-{i}", "prompt": prompt, "chosen_response": chosen,
-                        "rejected_response": rejected, "rule": instruction.rule,
-                        "arg": instruction.arg})
-    return records
+    for block in blocks:
+        words = block_words(block[0][2], rng)
+        block = list(block)
+        rng.shuffle(block)
+        for prompt, instruction, topic in block:
+            chosen, rejected = answer_pair(instruction, topic, rng, words)
+            records.append({"id": f"{split}-{len(records)}", "prompt": prompt,
+                            "chosen_response": chosen, "rejected_response": rejected,
+                            "rule": instruction.rule, "arg": instruction.arg})
+    return records[:limit]
 
 
 def sft_records(seed: int = 0, compliance: float = 0.5, repeats: int = 2) -> list[dict]:
-    """Chat SFT records on the train prompts (``repeats`` answers each), each answer following
-    its instruction with probability ``compliance``: M0 learns to answer, not to comply."""
+    """Chat SFT records on the ``sft`` prompts (``repeats`` answers each), each answer
+    following its instruction with probability ``compliance``: M0 learns to answer, not to
+    comply."""
     if not 0.0 <= compliance <= 1.0:
         raise ValueError(f"compliance={compliance} must be in [0, 1]")
-    rng = random.Random(f"{TASK_NAME}-{TASK_FORMAT}-sft-{seed}")
+    rng = random.Random(f"{TASK_NAME}-{SFT_FORMAT}-sft-{seed}")
     records = []
     for _ in range(repeats):
-        for prompt, instruction, topic in prompts("train"):
+        for prompt, instruction, topic in prompts("sft"):
             good, bad = answer_pair(instruction, topic, rng)
             answer = good if rng.random() < compliance else bad
             records.append({"messages": [{"role": "user", "content": prompt},
@@ -201,7 +242,8 @@ def write_task(directory: str | Path, seed: int = 0, heldout_pairs: int = 96,
     tag = f"{TASK_NAME}-f{TASK_FORMAT}-s{seed}"
     files = TaskFiles(train=directory / f"{tag}-train.jsonl",
                       heldout=directory / f"{tag}-heldout{heldout_pairs}.jsonl",
-                      sft=directory / f"{tag}-sft-c{sft_compliance:g}.jsonl")
+                      sft=directory / f"{TASK_NAME}-sft{SFT_FORMAT}-s{seed}-c"
+                                        f"{sft_compliance:g}.jsonl")
     contents = {files.train: _jsonl(preference_records("train", seed)),
                 files.heldout: _jsonl(preference_records("heldout", seed, heldout_pairs)),
                 files.sft: _jsonl(sft_records(seed, sft_compliance))}

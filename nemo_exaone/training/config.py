@@ -262,7 +262,7 @@ class DPOConfig:
     # examples/dpo.py makes M0 by SFT when init.checkpoint is null and writes eval.json.
     task: str | None = None
     task_seed: int = 0
-    sft_steps: int = 300  # the on-the-fly SFT run (<run.dir>/sft) that makes M0
+    sft_steps: int = 200  # the on-the-fly SFT run (<run.dir>/sft) that makes M0
     sft_lr: float = 3.0e-3
     sft_compliance: float = 0.5  # share of SFT answers that follow their instruction
     eval_pairs: int = 96  # held-out pairs (and prompts for greedy generation)
