@@ -180,7 +180,9 @@ def run_preference_pipeline(job: TrainingJobConfig):
     run_dir = Path(job.run.dir)
     init = job.init.checkpoint
     if init is None and files is not None:
-        train(sft_job(job, files.sft))
+        sft = train(sft_job(job, files.sft))
+        if sft.terminated:  # stopped by a signal (after saving): go no further
+            return sft
         init = str(run_dir / "sft")
     if init is None and loss_config(job.dpo).uses_reference:
         raise ConfigError(f"dpo.preference_loss={job.dpo.preference_loss} uses the starting "
@@ -211,6 +213,8 @@ def run_preference_pipeline(job: TrainingJobConfig):
             online = online_preferences(init, job, stage, files.train, Path(data_file))
         cfg = stage_job(job, stage, stage_dir, init, data_file)
         result = train(cfg)
+        if result.terminated:  # stopped by a signal (after saving): no eval, no next stage
+            return result
         after = score(stage.name, str(stage_dir))
         before = scores.get(previous_name)
         caches = _events(stage_dir, "reference_cache")
