@@ -45,7 +45,30 @@ def enable_nemo_cpu_compat() -> bool:
 
     active = enable_cpu_compat()
     _patch_checkpoint_device_fix()
+    _patch_rng_tracker_seeding()
     return active
+
+
+def _patch_rng_tracker_seeding() -> None:
+    """NeMo seeds Megatron's model-parallel RNG tracker only when ``torch.cuda.device_count()
+    > 0`` (``nemo.lightning.megatron_init._set_random_seed``), so without CUDA the first
+    ``get_cuda_rng_tracker().fork()`` fails (``cuda rng state model-parallel-rng is not
+    added``). On a CPU the tracker's states are CPU generator states (runtime.cpu_compat), so
+    it is seeded here the same way NeMo seeds it on a GPU."""
+    from megatron.core import parallel_state, tensor_parallel
+    from nemo.lightning import megatron_init
+
+    original = megatron_init._set_random_seed
+    if getattr(original, "_nemo_exaone_cpu", False):
+        return
+
+    def set_random_seed(seed_):
+        original(seed_)
+        seed = seed_ + 100 * parallel_state.get_pipeline_model_parallel_rank()
+        tensor_parallel.model_parallel_cuda_manual_seed(seed)
+
+    set_random_seed._nemo_exaone_cpu = True
+    megatron_init._set_random_seed = set_random_seed
 
 
 def _patch_checkpoint_device_fix() -> None:
