@@ -3,9 +3,10 @@
 # with nemo.collections.llm) for the tests of nemo_exaone.nemo. Prints its interpreter.
 #
 # nemo-toolkit 2.7.3 is API-compatible only with megatron-core 0.15.x (with 0.16.1 its
-# MegatronStrategy fails in get_megatron_optimizer), so this venv pins megatron-core 0.15.3 and
-# sets nothing else: the versions guard admits 0.15.3 only where NEMO_EXAONE_NEMO_LEG=1 (the
-# `make test-nemo` leg and nemo_exaone.nemo itself), see nemo_exaone/runtime/versions.py.
+# MegatronStrategy fails in get_megatron_optimizer), so this venv pins megatron-core 0.15.3.
+# Our versions guard admits 0.15.3 only after importing nemo_exaone.nemo (which calls
+# runtime.versions.allow_nemo_megatron_core); everything else still requires 0.16.1/0.19.2.
+# megatron-core 0.15.3 declares numpy<2; it runs (all of tests/nemo) with the numpy 2 here.
 # NeMo is installed without its dependencies (they list cuda-bindings and GPU-only extras);
 # what `import nemo.collections.llm` and `nemo.collections.llm.api` need on a CPU is listed
 # here with the resolver pins that were measured to be needed.
