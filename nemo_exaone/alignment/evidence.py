@@ -87,7 +87,7 @@ def score_checkpoint(ckpt: str | Path, heldout: str | Path, tokenizer_dir: str,
     from nemo_exaone.alignment.dpo import compute_reference_sums
     from nemo_exaone.alignment.preference_data import PreferenceSamples, read_preference_jsonl
     from nemo_exaone.alignment.synthetic_task import follows, instruction_of
-    from nemo_exaone.data.chat_format import encode_chat
+    from nemo_exaone.data.chat_format import chat_format_for, encode_chat
     from nemo_exaone.data.tokenizer import load_tokenizer
     from nemo_exaone.inference.generation import GenerationConfig, default_stop_ids, generate
     from nemo_exaone.inference.loading import load_for_generation
@@ -95,11 +95,13 @@ def score_checkpoint(ckpt: str | Path, heldout: str | Path, tokenizer_dir: str,
 
     tokenizer = load_tokenizer(tokenizer_dir)
     records = read_preference_jsonl(heldout)
-    samples = PreferenceSamples(records, tokenizer, seq_length, shuffle=False)
-    prompts = [encode_chat(tokenizer, r.messages, add_generation_prompt=True).ids
-               for r in records]
     try:
         loaded = load_for_generation(ckpt, tokenizer_dir=tokenizer_dir)
+        chat_format = chat_format_for(loaded.arch.model_type)  # as the stage trained on it
+        samples = PreferenceSamples(records, tokenizer, seq_length, shuffle=False,
+                                    chat_format=chat_format)
+        prompts = [encode_chat(tokenizer, r.messages, add_generation_prompt=True,
+                               chat_format=chat_format).ids for r in records]
         sums = compute_reference_sums(loaded.chunks[0], samples, batch_size)
         if max_new_tokens <= 0:  # log-probs only
             return CheckpointScores(checkpoint=str(loaded.path), sums=sums,

@@ -125,6 +125,7 @@ def online_preferences(ckpt: str, job: TrainingJobConfig, stage: DPOStageConfig,
         make_sample_fn,
     )
     from nemo_exaone.alignment.synthetic_task import follows_instruction, read_prompts
+    from nemo_exaone.data.chat_format import chat_format_for
     from nemo_exaone.data.tokenizer import load_tokenizer
     from nemo_exaone.inference.loading import load_for_generation
     from nemo_exaone.runtime.distributed import destroy_distributed
@@ -142,7 +143,8 @@ def online_preferences(ckpt: str, job: TrainingJobConfig, stage: DPOStageConfig,
 
     try:
         loaded = load_for_generation(ckpt, tokenizer_dir=job.data.tokenizer_dir)
-        sample_fn = make_sample_fn(loaded.chunks, tokenizer, build, max_batch_size=64)
+        sample_fn = make_sample_fn(loaded.chunks, tokenizer, build, max_batch_size=64,
+                                   chat_format=chat_format_for(loaded.arch.model_type))
         records, report = build_preferences(prompts, sample_fn, rule_fn, None, build)
     finally:
         destroy_distributed()
