@@ -160,7 +160,8 @@ def temporary_name(final: PathLike) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -178,7 +179,7 @@ def remove_stale_temporaries(final: PathLike) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
         pid_text = tmp.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         remove_path(tmp)
         removed.append(tmp)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nemo_exaone.config.errors import ConfigError, InputError
+from nemo_exaone.runtime.outputs import pid_alive
 
 WORKSPACE_STEM = "nemo-exaone-serve"
 SHM_PREFIX = "nemo_exaone_serve_"
@@ -71,16 +72,6 @@ def find_triton() -> TritonInstall:
     return install
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(tmp_root: Path | None = None, shm_root: Path = Path("/dev/shm")) -> list[Path]:
     """Delete workspaces and shared-memory regions of launchers that no longer run."""
     from nemo_exaone.runtime.outputs import remove_stale_temporaries
@@ -90,7 +81,7 @@ def remove_stale(tmp_root: Path | None = None, shm_root: Path = Path("/dev/shm")
     if shm_root.is_dir():
         for region in shm_root.glob(f"{SHM_PREFIX}*"):
             pid = region.name[len(SHM_PREFIX):].split("_", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 region.unlink(missing_ok=True)
                 removed.append(region)
     return removed
