@@ -53,8 +53,10 @@ def read_param(reader: DistCheckpointReader, chunks: list[LayoutChunk]) -> torch
     return full
 
 
-def _check_stored(reader: DistCheckpointReader, chunks: list[LayoutChunk], arch: ExaoneArch,
-                  ckpt_dir: Path) -> None:
+def check_stored_shapes(reader: DistCheckpointReader, chunks: list[LayoutChunk],
+                        arch: ExaoneArch, ckpt_dir: Path) -> None:
+    """Refuse, naming the tensor, a checkpoint whose stored tensors lack or misshape what the
+    architecture's layout needs (every exporter checks this before writing anything)."""
     for chunk in chunks:
         md = reader.metadata.state_dict_metadata.get(chunk.key)
         if md is None:
@@ -113,7 +115,7 @@ def convert_mcore_to_hf(
     cast = parse_dtype(dtype)
     shard_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else max_shard_size
     tokenizer = find_tokenizer_dir(tokenizer_dir, source_dir)
-    carried = _plan_identity(identity_dir, identity, tokenizer,
+    carried = plan_identity_files(identity_dir, identity, tokenizer,
                              legacy_source=source_dir if tokenizer_dir is None else None)
     # The tokenizer is read (copied) too: by default from the recorded HF source directory.
     inputs.append(tokenizer)
@@ -128,7 +130,7 @@ def convert_mcore_to_hf(
     layout = megatron_layout(arch, table)
     check_layout_covers(layout, [b.megatron for b in bound])
     params = layout.params()
-    _check_stored(reader, layout.chunks, arch, ckpt_dir)
+    check_stored_shapes(reader, layout.chunks, arch, ckpt_dir)
 
     def stored_dtype(megatron: str) -> torch.dtype:
         return cast or reader.tensor_metadata(params[megatron][0].key).properties.dtype
@@ -172,8 +174,9 @@ def convert_mcore_to_hf(
                             total, time.perf_counter() - start, details)
 
 
-def _plan_identity(identity_dir: Path | None, identity: list[str], tokenizer: Path | None,
-                   legacy_source: str | None) -> list[tuple[Path, list[str]]]:
+def plan_identity_files(identity_dir: Path | None, identity: list[str],
+                        tokenizer: Path | None, legacy_source: str | None
+                        ) -> list[tuple[Path, list[str]]]:
     """(directory, relative names) to copy into the export, config.json excluded (written from
     the architecture). ``--tokenizer`` replaces the recorded tokenizer files; a checkpoint from
     before identities were recorded falls back to its HF source directory if it still exists."""

@@ -278,9 +278,9 @@ def export_llama_from_mcore(
     from nemo_exaone.checkpoint.dtypes import parse_dtype
     from nemo_exaone.checkpoint.mcore_layout import check_layout_covers, megatron_layout
     from nemo_exaone.checkpoint.mcore_to_hf import (
-        _check_stored,
-        _plan_identity,
+        check_stored_shapes,
         find_tokenizer_dir,
+        plan_identity_files,
         read_param,
     )
     from nemo_exaone.checkpoint.metadata import read_metadata
@@ -303,7 +303,7 @@ def export_llama_from_mcore(
             source_dir = None
     refuse_unless_llama(arch, str(ckpt_dir))
     tokenizer = find_tokenizer_dir(tokenizer_dir, source_dir)
-    planned = _plan_identity(identity_dir, identity, tokenizer,
+    planned = plan_identity_files(identity_dir, identity, tokenizer,
                              legacy_source=source_dir if tokenizer_dir is None else None)
     carried = [p for directory, names in planned for p in _identity_plan(directory, names)]
     inputs.append(tokenizer)
@@ -316,7 +316,7 @@ def export_llama_from_mcore(
     layout = megatron_layout(arch, LLAMA_TABLE)
     check_layout_covers(layout, [b.megatron for b in LLAMA_TABLE.bind(exaone_dims(arch))])
     params = layout.params()
-    _check_stored(reader, layout.chunks, arch, ckpt_dir)
+    check_stored_shapes(reader, layout.chunks, arch, ckpt_dir)
     return _write_llama(
         out_dir, arch, lambda b: read_param(reader, params[b.megatron]),
         lambda m: reader.tensor_metadata(params[m][0].key).properties.dtype, carried,

@@ -386,7 +386,7 @@ def export_trtllm(
     from nemo_exaone.checkpoint.exaone4_hf import hf_table
     from nemo_exaone.checkpoint.locate import locate_checkpoint
     from nemo_exaone.checkpoint.mcore_layout import check_layout_covers, megatron_layout
-    from nemo_exaone.checkpoint.mcore_to_hf import _check_stored, read_param
+    from nemo_exaone.checkpoint.mcore_to_hf import check_stored_shapes, read_param
     from nemo_exaone.checkpoint.metadata import read_checkpoint_arch
     from nemo_exaone.checkpoint.progress import byte_progress
     from nemo_exaone.runtime.outputs import atomic_directory, check_output, refuse_overlap
@@ -431,7 +431,7 @@ def export_trtllm(
     check_layout_covers(layout, [megatron for megatron, _ in groups])
     params = layout.params()
     reader = DistCheckpointReader(ckpt_dir)
-    _check_stored(reader, layout.chunks, arch, ckpt_dir)
+    check_stored_shapes(reader, layout.chunks, arch, ckpt_dir)
     entries = [e for _, group in groups for e in group]
     total = sum(e.nbytes for e in entries) * options.tp
     converter = _Converter(arch, options, calibration)
