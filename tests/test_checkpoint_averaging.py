@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reward_checkpoints import reward_checkpoint
 
 from nemo_exaone.config.presets import get_preset
 
@@ -138,29 +139,6 @@ def test_the_average_loads_for_generation_and_as_a_training_stage(sources):
         destroy_distributed()
 
 
-def _reward_checkpoint(lm: Path, target: Path, arch, head_scale: float) -> Path:
-    """A reward model saved by the training stack (dist_checkpointing) from ``lm``."""
-    from nemo_exaone.alignment.reward_model import HEAD_NAME, attach_reward_head
-    from nemo_exaone.checkpoint.identity import recorded_identity, write_identity
-    from nemo_exaone.checkpoint.mcore_checkpoint import (
-        load_mcore_checkpoint,
-        save_mcore_checkpoint,
-    )
-    from nemo_exaone.model.builder import build_model_chunks
-    from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
-
-    try:
-        init_distributed()
-        chunks = build_model_chunks(arch)
-        load_mcore_checkpoint(chunks, lm, arch)
-        attach_reward_head(chunks[0])
-        with torch.no_grad():
-            getattr(chunks[0], HEAD_NAME).weight.mul_(head_scale)
-        save_mcore_checkpoint(chunks, target, arch)
-        write_identity(target, recorded_identity(lm))
-    finally:
-        destroy_distributed()
-    return target
 
 
 def test_reward_models_average_their_heads_and_a_lone_head_is_refused(sources, capsys):
@@ -168,8 +146,8 @@ def test_reward_models_average_their_heads_and_a_lone_head_is_refused(sources, c
     from nemo_exaone.cli import main
 
     root, arch = sources["root"], sources["arch"]
-    rm1 = _reward_checkpoint(sources["a"], root / "rm1", arch, 1.0)
-    rm2 = _reward_checkpoint(sources["b"], root / "rm2", arch, 3.0)
+    rm1 = reward_checkpoint(sources["a"], root / "rm1", arch, 1.0)
+    rm2 = reward_checkpoint(sources["b"], root / "rm2", arch, 3.0)
     out = root / "rm_soup"
     assert main(["align", "average", "--ckpt", str(rm1), "--ckpt", str(rm2), "--out",
                  str(out)]) == 0

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from reward_checkpoints import reward_checkpoint
 
 from nemo_exaone.config.errors import InputError
 from nemo_exaone.data.jsonl import BadRecordError, iter_records
@@ -226,32 +227,6 @@ def test_build_preferences_refuses_a_sampler_of_the_wrong_shape():
 VOCAB = 512
 
 
-def _reward_checkpoint(lm: Path, target: Path, arch, head_scale: float) -> Path:
-    """A reward model (the backbone of ``lm`` plus the fixed-seed head times
-    ``head_scale``), saved by the training stack with ``lm``'s tokenizer."""
-    import torch
-
-    from nemo_exaone.alignment.reward_model import HEAD_NAME, attach_reward_head
-    from nemo_exaone.checkpoint.identity import recorded_identity, write_identity
-    from nemo_exaone.checkpoint.mcore_checkpoint import (
-        load_mcore_checkpoint,
-        save_mcore_checkpoint,
-    )
-    from nemo_exaone.model.builder import build_model_chunks
-    from nemo_exaone.runtime.distributed import destroy_distributed, init_distributed
-
-    try:
-        init_distributed()
-        chunks = build_model_chunks(arch)
-        load_mcore_checkpoint(chunks, lm, arch)
-        attach_reward_head(chunks[0])
-        with torch.no_grad():
-            getattr(chunks[0], HEAD_NAME).weight.mul_(head_scale)
-        save_mcore_checkpoint(chunks, target, arch)
-        write_identity(target, recorded_identity(lm))
-    finally:
-        destroy_distributed()
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +252,8 @@ def models(tmp_path_factory) -> dict:
             shutil.copy(item, hf / item.name)
         convert_hf_to_mcore(hf, root / name, progress=False)
         out[name] = root / name
-    out["rm"] = _reward_checkpoint(out["policy_a"], root / "rm", arch, 40.0)
-    out["rm_negated"] = _reward_checkpoint(out["policy_a"], root / "rm_negated", arch, -40.0)
+    out["rm"] = reward_checkpoint(out["policy_a"], root / "rm", arch, 40.0)
+    out["rm_negated"] = reward_checkpoint(out["policy_a"], root / "rm_negated", arch, -40.0)
     prompts = root / "prompts.jsonl"
     prompts.write_text(
         json.dumps({"id": "q1", "prompt": "Say hello to the world."}) + "\n"
