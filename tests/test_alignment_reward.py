@@ -1,5 +1,6 @@
 """Reward model: the head reads the last real token, training through the one loop raises
-held-out pair accuracy on the toy task, TP=2 scores equal TP=1, the score command."""
+held-out pair accuracy on the toy task, TP=2 scores equal TP=1, the score command, an
+EXAONE 4.0 reward model scores its own chat format."""
 
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ def _pair_accuracy(chunks, tokenizer, path: Path) -> float:
     from nemo_exaone.alignment.reward_model import score
 
     records = read_preference_jsonl(path)
-    chosen = score(chunks, tokenizer, [(r.messages, r.chosen) for r in records], batch_size=16)
+    chosen = score(chunks, tokenizer, [(r.messages, r.chosen) for r in records], batch_size=16,
+                   chat_format="exaone3")
     rejected = score(chunks, tokenizer, [(r.messages, r.rejected) for r in records],
-                     batch_size=16)
+                     batch_size=16, chat_format="exaone3")
     return sum(c > r for c, r in zip(chosen, rejected)) / len(records)
 
 
@@ -130,7 +132,8 @@ def _score_at_tp(ckpt: str, pairs: list, tp: int) -> list[float]:
 
     try:
         chunks, _, path = load_reward_model(ckpt, tensor_parallel=tp)
-        return score_pairs(chunks, checkpoint_tokenizer(path), pairs, batch_size=3)
+        return score_pairs(chunks, checkpoint_tokenizer(path), pairs, batch_size=3,
+                           chat_format="exaone3")
     finally:
         destroy_distributed()
 
@@ -184,3 +187,100 @@ def test_reward_objective_needs_preference_data():
     cfg = compose_job("tiny_cpu_rm", ["data=shipped"])
     with pytest.raises(ConfigError, match="data.source=preference"):
         validate_job(cfg)
+
+
+@pytest.fixture(scope="module")
+def exaone4_models(tmp_path_factory) -> dict:
+    """A random tiny4 (EXAONE 4.0) policy carrying a real tokenizer and a reward model on its
+    backbone, both saved by the training stack."""
+    import shutil
+
+    from reward_checkpoints import reward_checkpoint
+
+    from nemo_exaone.checkpoint.hf_to_mcore import convert_hf_to_mcore
+    from nemo_exaone.checkpoint.synthetic import write_random_hf_checkpoint
+    from nemo_exaone.config.presets import get_preset
+    from nemo_exaone.data.assets import build_tiny_tokenizer
+    from nemo_exaone.data.tokenizer import load_tokenizer
+
+    root = tmp_path_factory.mktemp("rm4")
+    tokenizer_dir = build_tiny_tokenizer(root / "prep", vocab_size=512)
+    arch = get_preset("tiny4").replace(name="tiny4-rm", vocab_size=512,
+                                       eos_token_id=load_tokenizer(tokenizer_dir).eot_id)
+    assert arch.model_type == "exaone4"
+    hf = write_random_hf_checkpoint(root / "hf", arch, seed=4, std=0.2)
+    for item in Path(tokenizer_dir).iterdir():
+        shutil.copy(item, hf / item.name)
+    convert_hf_to_mcore(hf, root / "policy", progress=False)
+    rm = reward_checkpoint(root / "policy", root / "rm", arch, 40.0)
+    return {"root": root, "policy": root / "policy", "rm": rm}
+
+
+def _scores_of(rm: Path, conversations: list[tuple[list[dict], str]]) -> dict[str, list]:
+    """Scores of each conversation rendered in either chat format, by the reward model's
+    head on exactly those token ids (score_token_batches, no rendering of its own)."""
+    from nemo_exaone.alignment.preference_data import encode_conversation
+    from nemo_exaone.alignment.reward_model import (
+        checkpoint_tokenizer,
+        load_reward_model,
+        score_token_batches,
+    )
+    from nemo_exaone.data.chat_format import render_chat
+    from nemo_exaone.runtime.distributed import destroy_distributed
+
+    try:
+        chunks, arch, path = load_reward_model(rm)
+        tokenizer = checkpoint_tokenizer(path)
+        out = {}
+        for chat_format in ("exaone3", "exaone4"):
+            ids = [encode_conversation(tokenizer, m, r, chat_format).ids
+                   for m, r in conversations]
+            for (messages, response), seq in zip(conversations, ids):  # the rendering itself
+                assert tokenizer.decode(seq) == render_chat(
+                    [*messages, {"role": "assistant", "content": response}],
+                    chat_format=chat_format)
+            out[chat_format] = score_token_batches(chunks, ids, batch_size=2,
+                                                   pad_id=tokenizer.pad_id or 0)
+    finally:
+        destroy_distributed()
+    # The two renderings score apart, so the scores say which one was scored.
+    assert all(abs(a - b) > 1e-3 for a, b in zip(out["exaone3"], out["exaone4"])), out
+    return out
+
+
+def test_exaone4_reward_model_scores_the_exaone4_rendering(exaone4_models, capfd):
+    """`align score` and `align build-preferences` with a 4.0 reward model score the token
+    ids of the 4.0 chat format (newline after the role tag, the empty think block), not
+    3.x's."""
+    from nemo_exaone.alignment.preference_data import read_preference_jsonl
+    from nemo_exaone.cli import main
+
+    root, rm = exaone4_models["root"], str(exaone4_models["rm"])
+    records = [{"prompt": "Say hi.", "response": "hello there."},
+               {"prompt": [{"role": "system", "content": "Be brief."},
+                           {"role": "user", "content": "The quick fox?"}],
+                "response": "It jumps."}]
+    src = _write(root / "score_in.jsonl", records)
+    out = root / "scores.jsonl"
+    assert main(["align", "score", "--ckpt", rm, "--input", str(src), "--out", str(out)]) == 0
+    scored = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    conversations = [([{"role": "user", "content": records[0]["prompt"]}],
+                      records[0]["response"]), (records[1]["prompt"], records[1]["response"])]
+    assert scored == pytest.approx(_scores_of(exaone4_models["rm"], conversations)["exaone4"],
+                                   abs=1e-5)
+
+    # build-preferences: the rewards it records are the 4.0 rendering's too.
+    prompts = root / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Tell me about Korean."}) + "\n", encoding="utf-8")
+    pairs_file = root / "pairs.jsonl"
+    assert main(["align", "build-preferences", "--prompts", str(prompts), "--policy",
+                 str(exaone4_models["policy"]), "--rm1", rm, "--out", str(pairs_file),
+                 "--samples-per-prompt", "3", "--max-new-tokens", "5", "--seed", "3"]) == 0
+    capfd.readouterr()
+    pairs = read_preference_jsonl(pairs_file)
+    assert len(pairs) == 1, pairs_file.read_text()
+    recorded = [pairs[0].chosen_reward, pairs[0].rejected_reward]
+    expected = _scores_of(exaone4_models["rm"],
+                          [(pairs[0].messages, pairs[0].chosen),
+                           (pairs[0].messages, pairs[0].rejected)])["exaone4"]
+    assert recorded == pytest.approx(expected, abs=1e-4)

@@ -306,7 +306,8 @@ def test_build_preferences_command_end_to_end(models, capfd):
     try:
         chunks, _, path = load_reward_model(models["rm"])
         again = score(chunks, checkpoint_tokenizer(path),
-                      [(p.messages, text) for p in pairs for text in (p.chosen, p.rejected)])
+                      [(p.messages, text) for p in pairs for text in (p.chosen, p.rejected)],
+                      chat_format="exaone3")
     finally:
         destroy_distributed()
     recorded = [v for p in pairs for v in (p.chosen_reward, p.rejected_reward)]

@@ -395,17 +395,18 @@ def make_sample_fn(model_chunks: list, tokenizer, cfg: PreferenceBuildConfig, *,
     return sample
 
 
-def make_reward_fn(model_chunks: list, tokenizer, *, batch_size: int = 8,
+def make_reward_fn(model_chunks: list, tokenizer, *, chat_format: str, batch_size: int = 8,
                    max_length: int | None = None) -> RewardFn:
     """A ``rm_fn`` scoring with a reward model held in memory
     (:func:`~nemo_exaone.alignment.reward_model.score`, all responses in one flat batch
-    stream)."""
+    stream), rendering in ``chat_format``: the reward model's family
+    (``chat_format_for(arch.model_type)``), which may differ from the policies'."""
     from nemo_exaone.alignment.reward_model import score
 
     def rewards(prompts: list[Prompt], responses: list[list[str]]) -> list[list[float]]:
         pairs = [(p, r) for p, rs in zip(prompts, responses) for r in rs]
         flat = score(model_chunks, tokenizer, pairs, batch_size=batch_size,
-                     max_length=max_length) if pairs else []
+                     max_length=max_length, chat_format=chat_format) if pairs else []
         out, start = [], 0
         for rs in responses:
             out.append(flat[start:start + len(rs)])

@@ -248,13 +248,16 @@ def score_token_batches(model_chunks: list, sequences: Sequence[Sequence[int]],
 
 
 def score(model_chunks: list, tokenizer, pairs: Sequence[tuple], batch_size: int = 8,
-          max_length: int | None = None) -> list[float]:
-    """Rewards of ``(prompt, response)`` pairs (prompt: a string or a message list), in the
-    EXAONE chat format, ``batch_size`` sequences per forward. A sequence longer than
+          max_length: int | None = None, *, chat_format: str) -> list[float]:
+    """Rewards of ``(prompt, response)`` pairs (prompt: a string or a message list),
+    ``batch_size`` sequences per forward. ``chat_format`` is the reward model's family
+    (``chat_format_for(arch.model_type)``): the one it was trained on, so it has no default
+    that would silently render a 4.0 model's input as 3.x. A sequence longer than
     ``max_length`` is refused, naming its index."""
     sequences = []
     for i, (prompt, response) in enumerate(pairs):
-        ids = encode_conversation(tokenizer, _prompt_messages(prompt), response).ids
+        ids = encode_conversation(tokenizer, _prompt_messages(prompt), response,
+                                  chat_format).ids
         if max_length is not None and len(ids) > max_length:
             raise ValueError(f"pair {i}: {len(ids)} tokens, longer than max_length="
                              f"{max_length}")

@@ -142,6 +142,7 @@ def run_score(args: argparse.Namespace) -> int:
 
     from nemo_exaone.alignment.reward_model import checkpoint_tokenizer, load_reward_model, score
     from nemo_exaone.config.errors import InputError
+    from nemo_exaone.data.chat_format import chat_format_for
     from nemo_exaone.runtime.outputs import atomic_files, check_output, refuse_overlap
 
     if args.batch_size < 1:
@@ -158,7 +159,7 @@ def run_score(args: argparse.Namespace) -> int:
     pairs = [(r["prompt"], r["response"]) for r in records]
     try:
         values = score(chunks, tokenizer, pairs, batch_size=args.batch_size,
-                       max_length=max_length)
+                       max_length=max_length, chat_format=chat_format_for(arch.model_type))
     except ValueError as exc:
         raise InputError(f"--input {args.input}: {exc}") from None
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
@@ -294,6 +295,7 @@ def run_build_preferences(args: argparse.Namespace) -> int:
             chunks, arch, path = load_reward_model(judges[flag], precision=args.precision)
             try:
                 fn = make_reward_fn(chunks, checkpoint_tokenizer(path),
+                                    chat_format=chat_format_for(arch.model_type),
                                     batch_size=args.batch_size,
                                     max_length=arch.max_position_embeddings)
                 try:
