@@ -150,3 +150,57 @@ def test_dpo_losses_at_tp2_equal_tp1(setup):
     assert tp1[0] == pytest.approx(0.693147, abs=1e-5)
     assert tp2 == pytest.approx(tp1, rel=1e-4)
     assert tp1[1] != pytest.approx(tp1[0], abs=1e-4)  # the update changed the loss
+
+
+def test_a_pair_longer_than_seq_length_is_skipped_counted_or_refused(setup, capsys):
+    """data.too_long_documents for preference pairs: skip (the default) counts the pair in
+    the data event; error refuses it without a traceback, naming file:line, both lengths and
+    the settings; truncate is refused up front (a pair is never cut)."""
+    from nemo_exaone.cli import main
+
+    tmp, data = setup
+    long_data = tmp / "with_long_pair.jsonl"
+    long_pair = {"prompt": "Say it.", "chosen_response": "word " * 200,
+                 "rejected_response": "no."}
+    long_data.write_text(data.read_text() + json.dumps(long_pair) + "\n")
+    line = len(data.read_text().splitlines()) + 1
+    _, run_dir = _run(tmp, long_data, "skip_long", "train.max_steps=1")
+    [event] = _events(run_dir, "data")
+    assert event["skipped_documents"] == 1 and event["source"] == "preference"
+
+    def train_command(name: str, *extra: str) -> str:
+        args = ["train", "--config-name", "tiny_cpu_dpo", f"run.dir={tmp / name}",
+                f"data.prepare_dir={tmp / 'prep'}", f"data.preference_file={long_data}",
+                f"init.checkpoint={tmp / 'ref'}", "train.max_steps=1",
+                "logging.progress=none", "logging.tensorboard=false", *extra]
+        assert main(args) == 2
+        return capsys.readouterr().err
+
+    err = train_command("error_long", "data.too_long_documents=error")
+    assert f"error: {long_data}:{line}: the pair does not fit train.seq_length=160 " in err
+    assert "prompt + rejected response" in err and "raise train.seq_length" in err
+    assert "data.too_long_documents=skip" in err and "Traceback" not in err
+    chosen = int(err.split("prompt + chosen response ")[1].split()[0])
+    assert chosen > 200  # the real length, not the limit
+    err = train_command("truncate_long", "data.too_long_documents=truncate")
+    assert "config error: data.too_long_documents=truncate: preference pairs are never cut" \
+        in err
+
+
+def test_no_pair_fitting_is_refused_naming_the_file(setup):
+    from nemo_exaone.alignment.preference_data import PreferenceSamples, read_preference_jsonl
+    from nemo_exaone.config.errors import InputError
+    from nemo_exaone.data.assets import build_tiny_tokenizer
+    from nemo_exaone.data.tokenizer import load_tokenizer
+
+    tmp, data = setup
+    tokenizer = load_tokenizer(build_tiny_tokenizer(tmp / "prep", vocab_size=2048))
+    records = read_preference_jsonl(data)
+    samples = PreferenceSamples(records, tokenizer, 160, too_long="skip")
+    assert len(samples) == len(records) and samples.num_skipped == 0
+    with pytest.raises(InputError, match=rf"{data}: none of its 16 pairs fits "
+                       r"train.seq_length=8 \(all skipped as too long; the shortest needs "
+                       r"\d+ tokens\); raise train.seq_length"):
+        PreferenceSamples(records, tokenizer, 8, too_long="skip")
+    with pytest.raises(InputError, match=rf"{data}:1: the pair does not fit"):
+        PreferenceSamples(records, tokenizer, 8)

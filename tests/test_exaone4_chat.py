@@ -237,7 +237,7 @@ def test_preference_pairs_for_an_exaone4_model_use_the_exaone4_format(tmp_path, 
     path.write_text(json.dumps({"prompt": "2+2?", "chosen_response": "4.",
                                 "rejected_response": "5."}) + "\n", encoding="utf-8")
     data = SimpleNamespace(preference_file=str(path), tokenizer_dir=str(tokenizer_dir), seed=1,
-                           shuffle=False)
+                           shuffle=False, too_long_documents="error")
     tokenizer = load_tokenizer(tokenizer_dir)
     for preset, chat_format in (("tiny4", "exaone4"), ("tiny", "exaone3")):
         samples, _, _ = build_preference_source(data, 64, get_preset(preset), tmp_path)

@@ -31,6 +31,8 @@ import torch
 from nemo_exaone.data.jsonl import BadRecordError, get_messages, get_text, iter_records
 
 PAIR_KEYS = ("chosen", "rejected")
+# data.too_long_documents for preference pairs: "truncate" is not one (see PreferenceSamples).
+TOO_LONG_PAIRS = ("skip", "error")
 
 
 @dataclass(frozen=True)
@@ -109,25 +111,44 @@ class PreferenceSamples:
     Sample fields, for each of ``chosen``/``rejected``: ``<k>_tokens`` [S], ``<k>_length``
     (number of real tokens), ``<k>_mask`` [S] (response tokens, shifted to label positions:
     position t is 1 when token t+1 is a response token), ``<k>_reward`` (NaN if absent).
-    A pair longer than ``seq_length`` is refused, naming its line.
+    A pair whose prompt + chosen or prompt + rejected is longer than ``seq_length`` is never
+    cut (a cut response would be compared without its end): ``too_long="error"`` refuses it
+    (:class:`~nemo_exaone.config.errors.InputError` naming ``file:line``, both lengths and
+    the settings to change), ``"skip"`` leaves it out and counts it in ``num_skipped``.
     """
 
     def __init__(self, records: list[PreferenceRecord], tokenizer, seq_length: int,
-                 seed: int = 1234, shuffle: bool = True, chat_format: str = "exaone3") -> None:
+                 seed: int = 1234, shuffle: bool = True, chat_format: str = "exaone3",
+                 too_long: str = "error") -> None:
+        from nemo_exaone.config.errors import InputError
+
+        if too_long not in TOO_LONG_PAIRS:
+            raise ValueError(f"too_long must be one of {TOO_LONG_PAIRS}, got {too_long!r}")
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.seed, self.shuffle, self.seq_length = seed, shuffle, seq_length
         self.path: str | None = None  # the JSONL, and the tokenizer, when built from files
         self.tokenizer_dir: str | None = getattr(tokenizer, "path", None)
         self.items: list[dict[str, torch.Tensor]] = []
+        self.num_skipped = 0
+        shortest_skipped: int | None = None
         for record in records:
+            encoded = {key: encode_conversation(tokenizer, record.messages,
+                                                getattr(record, key), chat_format)
+                       for key in PAIR_KEYS}
+            longest = max(len(enc.ids) for enc in encoded.values())
+            if longest > seq_length:
+                if too_long == "skip":
+                    self.num_skipped += 1
+                    shortest_skipped = longest if shortest_skipped is None \
+                        else min(longest, shortest_skipped)
+                    continue
+                sizes = ", ".join(f"prompt + {key} response {len(enc.ids)} tokens"
+                                  for key, enc in encoded.items())
+                raise InputError(f"{record.where}: the pair does not fit train.seq_length="
+                                 f"{seq_length} ({sizes}); raise train.seq_length, shorten "
+                                 "or drop the pair, or set data.too_long_documents=skip")
             item: dict[str, torch.Tensor] = {}
-            for key in PAIR_KEYS:
-                enc = encode_conversation(tokenizer, record.messages, getattr(record, key),
-                                          chat_format)
-                if len(enc.ids) > seq_length:
-                    raise ValueError(f"{record.where}: prompt + {key} response is "
-                                     f"{len(enc.ids)} tokens, longer than train.seq_length="
-                                     f"{seq_length}; raise train.seq_length or shorten it")
+            for key, enc in encoded.items():
                 reward = getattr(record, f"{key}_reward")
                 item[f"{key}_tokens"] = _pad(enc.ids, seq_length, pad)
                 item[f"{key}_length"] = torch.tensor(len(enc.ids))
@@ -135,6 +156,12 @@ class PreferenceSamples:
                 item[f"{key}_reward"] = torch.tensor(float("nan") if reward is None
                                                      else reward)
             self.items.append(item)
+        if records and not self.items:
+            source = records[0].where.rpartition(":")[0] or "the preference data"
+            raise InputError(f"{source}: none of its {len(records)} pairs fits "
+                             f"train.seq_length={seq_length} (all skipped as too long; the "
+                             f"shortest needs {shortest_skipped} tokens); raise "
+                             "train.seq_length")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -221,7 +248,8 @@ def build_preference_source(data, seq_length: int, arch, prepare_dir: Path
 
     ``data.preference_file`` null: the toy pairs are written to ``<prepare_dir>/
     toy_preferences.jsonl``; ``data.tokenizer_dir`` null: the tiny tokenizer is trained (or
-    reused) under ``prepare_dir``, as the shipped corpus preparation does.
+    reused) under ``prepare_dir``, as the shipped corpus preparation does. A pair too long
+    for ``seq_length`` is skipped (counted) or refused by ``data.too_long_documents``.
     """
     from nemo_exaone.data.assets import build_tiny_tokenizer
     from nemo_exaone.data.tokenizer import load_tokenizer
@@ -243,6 +271,7 @@ def build_preference_source(data, seq_length: int, arch, prepare_dir: Path
     # The model family's chat format: EXAONE 4.0 policies are aligned in the 4.0 format.
     samples = PreferenceSamples(read_preference_jsonl(path), tokenizer, seq_length,
                                 seed=data.seed, shuffle=data.shuffle,
-                                chat_format=chat_format_for(arch.model_type))
+                                chat_format=chat_format_for(arch.model_type),
+                                too_long=data.too_long_documents)
     samples.path, samples.tokenizer_dir = str(path), str(tokenizer_dir)
     return samples, str(path), str(tokenizer_dir)

@@ -75,9 +75,12 @@ class WholeDocumentDataset(torch.utils.data.Dataset):
             order = np.random.default_rng(seed).permutation(len(doc_lengths))
         too_long_docs = order[doc_lengths[order] > capacity]
         if len(too_long_docs) and too_long == "error":
-            raise ValueError(
+            from nemo_exaone.config.errors import InputError
+
+            raise InputError(
                 f"{prefix}: document {int(too_long_docs[0])} has "
-                f"{int(doc_lengths[too_long_docs[0]])} tokens > seq_length + 1 = {capacity}"
+                f"{int(doc_lengths[too_long_docs[0]])} tokens > seq_length + 1 = {capacity}; "
+                "raise train.seq_length or set data.too_long_documents=skip or truncate"
             )
         if too_long == "skip":
             order = order[doc_lengths[order] <= capacity]

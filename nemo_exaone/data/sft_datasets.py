@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nemo_exaone.config.errors import InputError
 from nemo_exaone.data.chat_format import ROLES, chat_format_for, chat_segments
 from nemo_exaone.data.jsonl import BadRecordError, check_text, iter_records
 from nemo_exaone.data.packing import next_fit, pack_sample
@@ -181,8 +182,10 @@ class ChatSFTSamples:
             ids, mask = encode_conversation(tokenizer, conversation, chat_format)
             if len(ids) > capacity:
                 if too_long == "error":
-                    raise ValueError(f"{conversation.where}: {len(ids)} tokens > "
-                                     f"train.seq_length + 1 = {capacity}")
+                    raise InputError(f"{conversation.where}: {len(ids)} tokens > "
+                                     f"train.seq_length + 1 = {capacity}; raise "
+                                     "train.seq_length or set data.too_long_documents=skip "
+                                     "or truncate")
                 if too_long == "skip":
                     self.num_skipped += 1
                     continue
@@ -190,8 +193,9 @@ class ChatSFTSamples:
                 self.num_truncated += 1
             self.pieces.append((ids, mask))
         if not self.pieces:
-            raise ValueError(f"no conversation fits train.seq_length={seq_length} "
-                             f"({self.num_skipped} skipped as too long)")
+            raise InputError(f"no conversation fits train.seq_length={seq_length} "
+                             f"({self.num_skipped} skipped as too long); raise "
+                             "train.seq_length or set data.too_long_documents=truncate")
         order = np.arange(len(self.pieces))
         if shuffle:
             order = np.random.default_rng(seed).permutation(len(self.pieces))

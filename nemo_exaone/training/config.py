@@ -24,7 +24,7 @@ SCHEDULE_STYLES = ("cosine", "wsd", "constant", "linear")
 WSD_DECAY_STYLES = ("linear", "cosine", "exponential", "minus_sqrt")
 DATA_SOURCES = ("indexed", "shipped", "synthetic", "preference", "chat")
 DOCUMENT_MODES = ("split", "whole")
-TOO_LONG_POLICIES = ("skip", "truncate")
+TOO_LONG_POLICIES = ("skip", "truncate", "error")
 SHIPPED_SPLITS = ("pretrain", "continued", "hq")
 INIT_LOADS = ("weights", "full")
 NONFINITE_POLICIES = ("skip", "stop")
@@ -106,7 +106,9 @@ class DataConfig:
     # pack_documents=false; a document longer than the sample is skipped or truncated.
     documents: str = "split"
     pack_documents: bool = True
-    too_long_documents: str = "skip"  # whole: skip | truncate
+    # whole documents, chats: skip (counted) | truncate | error (refused, naming it);
+    # preference pairs: skip | error (never cut)
+    too_long_documents: str = "skip"
     tokenizer_dir: str | None = None  # needed by documents=split (EOD/pad ids); shipped: made
     shuffle: bool = True
     seed: int = 1234
@@ -346,6 +348,9 @@ def validate_job(cfg: TrainingJobConfig) -> None:
     _choice("data.source", cfg.data.source, DATA_SOURCES)
     _choice("data.documents", cfg.data.documents, DOCUMENT_MODES)
     _choice("data.too_long_documents", cfg.data.too_long_documents, TOO_LONG_POLICIES)
+    if cfg.data.source == "preference" and cfg.data.too_long_documents == "truncate":
+        raise ConfigError("data.too_long_documents=truncate: preference pairs are never cut "
+                          "(a cut response is compared without its end); use skip or error")
     _choice("data.shipped_split", cfg.data.shipped_split, SHIPPED_SPLITS)
     _choice("init.load", cfg.init.load, INIT_LOADS)
     _choice("safety.on_nonfinite", cfg.safety.on_nonfinite, NONFINITE_POLICIES)

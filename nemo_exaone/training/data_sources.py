@@ -111,6 +111,7 @@ def build_sample_source(data: DataConfig, seq_length: int, arch: ExaoneArch, run
         source, path, tokenizer_dir = build_preference_source(data, seq_length, arch,
                                                               data_dir(data, run_dir))
         return source, DataSummary(source="preference", prefixes=[path],
+                                   skipped_documents=source.num_skipped,  # pairs
                                    tokenizer_dir=tokenizer_dir)
     if data.source == "chat":
         from nemo_exaone.data.sft_datasets import build_chat_source
