@@ -51,6 +51,42 @@ def test_every_record_reader_names_a_malformed_line(tmp_path: Path, reader: str)
         _readers()[reader](path)
 
 
+@pytest.mark.parametrize("reader", ["pairs", "scoring", "chats", "prompts"])
+def test_every_record_reader_names_what_is_not_a_regular_file(tmp_path: Path, reader: str):
+    from nemo_exaone.commands.align import read_prompts
+
+    read = {**_readers(), "prompts": read_prompts}[reader]
+    with pytest.raises(InputError, match="/dev/null: not a regular file .a character device.$"):
+        read("/dev/null")
+    with pytest.raises(InputError, match=f"{tmp_path}: is a directory, not a file$"):
+        read(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'absent.jsonl'}: no such file$"):
+        read(tmp_path / "absent.jsonl")
+
+
+def test_align_commands_name_the_real_cause_of_an_unusable_input(tmp_path: Path, capsys):
+    import os
+
+    from nemo_exaone.cli import main
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    fifo = inputs / "pipe"
+    os.mkfifo(fifo)
+    cases = {"/dev/null": "not a regular file (a character device)",
+             str(inputs): "is a directory, not a file", str(fifo): "not a regular file (a pipe)",
+             str(inputs / "absent.jsonl"): "no such file"}
+    for path, cause in cases.items():
+        assert main(["align", "build-preferences", "--prompts", path, "--policy",
+                     str(tmp_path / "p"), "--rm1", str(tmp_path / "rm"), "--out",
+                     str(tmp_path / "out" / "pairs.jsonl")]) == 2
+        assert f"error: --prompts {path}: {cause}\n" in capsys.readouterr().err
+        assert main(["align", "score", "--ckpt", str(tmp_path / "rm"), "--input", path,
+                     "--out", str(tmp_path / "out" / "scores.jsonl")]) == 2
+        assert f"error: --input {path}: {cause}\n" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------ choose_pair, closed form
 from nemo_exaone.alignment.preference_builder import (  # noqa: E402
     BuildReport,

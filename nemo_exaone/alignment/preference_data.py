@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from nemo_exaone.data.jsonl import BadRecordError, get_messages, get_text, iter_records
+from nemo_exaone.data.jsonl import (
+    BadRecordError,
+    get_messages,
+    get_text,
+    iter_records,
+    require_file,
+)
 
 PAIR_KEYS = ("chosen", "rejected")
 # data.too_long_documents for preference pairs: "truncate" is not one (see PreferenceSamples).
@@ -256,8 +262,7 @@ def build_preference_source(data, seq_length: int, arch, prepare_dir: Path
 
     path = Path(data.preference_file) if data.preference_file \
         else write_toy_preferences(Path(prepare_dir) / "toy_preferences.jsonl")
-    if not path.is_file():
-        raise FileNotFoundError(f"data.preference_file={path}: no such file")
+    require_file(path, "data.preference_file=")
     # The shipped-corpus preparation trains the same tokenizer (same data, same size), so a
     # tiny model pretrained on the shipped corpus and its preference stages share it.
     tokenizer_dir = data.tokenizer_dir or str(build_tiny_tokenizer(

@@ -120,10 +120,9 @@ def read_scoring_input(path: str | Path) -> list[dict]:
     """Records of a scoring JSONL; a bad line raises ``file:line: reason``."""
     from nemo_exaone.alignment.preference_data import prompt_messages
     from nemo_exaone.config.errors import InputError
-    from nemo_exaone.data.jsonl import BadRecordError, get_text, iter_records
+    from nemo_exaone.data.jsonl import BadRecordError, get_text, iter_records, require_file
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--input {path}: no such file")
+    require_file(path, "--input")
     records = []
     try:
         for line_no, record in iter_records(path, what="records"):
@@ -177,10 +176,9 @@ def read_prompts(path: str | Path) -> tuple[list, list[dict]]:
     """(prompts, other fields of each line) of a prompts JSONL; bad lines name file:line."""
     from nemo_exaone.alignment.preference_data import prompt_messages
     from nemo_exaone.config.errors import InputError
-    from nemo_exaone.data.jsonl import BadRecordError, iter_records
+    from nemo_exaone.data.jsonl import BadRecordError, iter_records, require_file
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--prompts {path}: no such file")
+    require_file(path, "--prompts")
     prompts, extra = [], []
     try:
         for line_no, record in iter_records(path, what="prompts"):

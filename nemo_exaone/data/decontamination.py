@@ -80,6 +80,7 @@ from nemo_exaone.data.jsonl import (
     get_text,
     iter_line_blocks,
     iter_raw_lines,
+    require_file,
 )
 from nemo_exaone.data.window_hash import (
     FULL_MASK,
@@ -768,8 +769,7 @@ def decontaminate(config: DecontaminationConfig, pool: WindowPool | None = None)
     if Path(config.out).absolute().resolve() == Path(config.report).absolute().resolve():
         raise ValueError(f"--out and --report are the same path {config.out}; give each "
                          "output its own path")
-    if not Path(config.train).is_file():
-        raise FileNotFoundError(f"{config.train}: no such file")
+    require_file(config.train)
     started = time.perf_counter()
     test_skips = SkipStats()
     if pool is None:

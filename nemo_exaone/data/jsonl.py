@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "iter_line_blocks",
     "iter_texts",
     "LineBlock",
+    "require_file",
 ]
 
 _MAX_REMEMBERED_ERRORS = 20
@@ -61,15 +63,45 @@ class SkipStats:
         return {"skipped_bad_lines": self.skipped, "bad_line_examples": list(self.examples)}
 
 
+_SPECIAL_FILES = ((stat.S_ISDIR, "is a directory, not a file"),
+                  (stat.S_ISCHR, "not a regular file (a character device)"),
+                  (stat.S_ISBLK, "not a regular file (a block device)"),
+                  (stat.S_ISFIFO, "not a regular file (a pipe)"),
+                  (stat.S_ISSOCK, "not a regular file (a socket)"))
+
+
+def require_file(path: str | Path, flag: str | None = None) -> Path:
+    """``path`` if it is a regular file (or a link to one); otherwise the real cause, named
+    with ``flag`` (``--prompts PATH: is a directory, not a file``; a flag ending in ``=`` is
+    joined without a space: ``data.preference_file=PATH``): ``FileNotFoundError`` when
+    nothing is there, :class:`~nemo_exaone.config.errors.InputError` for a directory, a device
+    (``/dev/null``), a pipe or a socket, which an input reader would read as empty or once."""
+    from nemo_exaone.config.errors import InputError
+
+    path = Path(path)
+    where = str(path) if not flag else f"{flag}{path}" if flag.endswith("=") \
+        else f"{flag} {path}"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such file") from None
+    except OSError as exc:  # permission, a loop of links, a file name too long
+        raise InputError(f"{where}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISREG(mode):
+        return path
+    for test, cause in _SPECIAL_FILES:
+        if test(mode):
+            raise InputError(f"{where}: {cause}")
+    raise InputError(f"{where}: not a regular file")
+
+
 def iter_raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line_number, raw_bytes)`` (1-based, line ending stripped) from a file.
 
     Lines stay bytes so that non-UTF-8 input is reported per line instead of failing the
     whole file inside Python's text decoder.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = require_file(path)
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             if raw.endswith(b"\n"):

@@ -38,6 +38,7 @@ from nemo_exaone.data.jsonl import (
     get_messages,
     get_text,
     iter_line_blocks,
+    require_file,
 )
 from nemo_exaone.runtime.outputs import atomic_files
 
@@ -226,8 +227,7 @@ def preprocess(config: PreprocessConfig) -> PreprocessResult:
     from nemo_exaone.data.tokenizer import load_tokenizer
 
     for path in config.inputs:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such file")
+        require_file(path)
     tokenizer = load_tokenizer(config.tokenizer_dir)  # fail fast, before starting workers
     dtype = token_dtype_for_vocab(tokenizer.vocab_size)
     prefix = str(config.output_prefix)

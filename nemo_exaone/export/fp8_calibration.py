@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from nemo_exaone.config.errors import InputError
+from nemo_exaone.data.jsonl import require_file
 
 E4M3_MAX = 448.0
 # The amax is clamped from below so that an all-zero tensor still gets a usable (tiny) scale.
@@ -51,8 +52,10 @@ def load_calibration_texts(path: str | os.PathLike | None, samples: int) -> tupl
     if samples <= 0:
         raise InputError(f"--calib-samples {samples}: must be positive")
     source = Path(path) if path is not None else DEFAULT_CALIB_DATA
-    if not source.is_file():
-        raise InputError(f"--calib-data {source}: no such file")
+    try:
+        require_file(source, "--calib-data")
+    except FileNotFoundError as exc:
+        raise InputError(str(exc)) from None
     texts: list[str] = []
     with source.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
