@@ -86,7 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--queue-delay-us", type=int, default=2000,
                         help="how long Triton waits to fill a dynamic batch (microseconds)")
     parser.add_argument("--chat", action="store_true",
-                        help="wrap text_input as a user turn in the EXAONE chat format")
+                        help="wrap text_input as a user turn in the checkpoint family's EXAONE "
+                        "chat format (3.x or 4.0), with the generation prompt")
     parser.add_argument("--log-file", type=Path, default=None,
                         help="write the server's log here (default: this terminal)")
     parser.add_argument("--ready-timeout", type=float, default=300.0,

@@ -144,6 +144,7 @@ class ServingModel:
     def __init__(self, ckpt: str, *, tokenizer_dir: str | None = None,
                  max_tokens_limit: int = 256, chat: bool = False, max_batch_size: int = 8) -> None:
         from nemo_exaone.config.errors import InputError
+        from nemo_exaone.data.chat_format import chat_format_for
         from nemo_exaone.inference import default_stop_ids
         from nemo_exaone.inference.loading import load_for_generation
 
@@ -155,6 +156,8 @@ class ServingModel:
         self.max_tokens_limit = max_tokens_limit
         self.max_batch_size = max_batch_size
         self.chat = chat
+        # --chat renders in the checkpoint family's format (EXAONE 4.0 for a 4.0 model).
+        self.chat_format = chat_format_for(self.loaded.arch.model_type)
         self.stop_ids = default_stop_ids(self.tokenizer, self.loaded.arch.eos_token_id)
 
     def encode(self, text: str) -> list[int]:
@@ -163,7 +166,7 @@ class ServingModel:
         from nemo_exaone.data.chat_format import encode_chat
 
         return encode_chat(self.tokenizer, [{"role": "user", "content": text}],
-                           add_generation_prompt=True).ids
+                           add_generation_prompt=True, chat_format=self.chat_format).ids
 
     def run(self, batch: Sequence[Mapping[str, np.ndarray | None]]
             ) -> list[list[str] | Exception]:
