@@ -13,8 +13,10 @@ Inputs: ``text_input`` (STRING), ``max_tokens`` (INT32, 1..--max-tokens-limit); 
 ``temperature``/``top_p`` (FP32), ``top_k`` (INT32; 1 = greedy), ``seed``/``random_seed``
 (UINT64), ``end_id`` (INT32), ``exclude_input_in_output`` (BOOL, default true). Greedy unless a
 sampling input is given. Output: ``text_output`` (STRING). Requests are batched dynamically.
-``max_tokens`` is INT32 as in TensorRT-LLM's ensemble (so its clients work unchanged); through
-the JSON generate extension Triton wraps a number beyond 32 bits before the model sees it.
+``max_tokens`` is INT32 as in TensorRT-LLM's ensemble (so its clients work unchanged). Triton
+would wrap a JSON number beyond 32 bits before the model sees it, so the HTTP port is a small
+front (:mod:`nemo_exaone.serving.front`) that refuses out-of-range integers of generate
+requests (400, naming the field) and relays everything else to Triton on a private port.
 Listens on 127.0.0.1 only. SIGINT/SIGTERM drain the server and remove its workspace.
 """
 
@@ -27,13 +29,26 @@ import tempfile
 from pathlib import Path
 
 
+def _front(port: int, backend_port: int):
+    from nemo_exaone.config.errors import ConfigError
+    from nemo_exaone.serving.front import FrontServer
+
+    try:
+        return FrontServer(port, backend_port)
+    except OSError as exc:
+        raise ConfigError(f"--http-port {port}: cannot listen on 127.0.0.1 ({exc.strerror})"
+                          ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from nemo_exaone.checkpoint.locate import locate_checkpoint
     from nemo_exaone.inference.loading import load_tokenizer_for
+    from nemo_exaone.runtime.distributed import free_port
     from nemo_exaone.serving.repository import write_serve_repository
     from nemo_exaone.serving.triton import TritonServer, find_triton
 
     find_triton()  # fail before anything else when the server is not installed
+    _front(args.http_port, 0).server_close()  # --http-port is free (before the model loads)
     found = locate_checkpoint(args.ckpt)  # names what is wrong with --ckpt, before the server
     load_tokenizer_for(found.path, args.tokenizer)
     with tempfile.TemporaryDirectory(prefix="nemo-exaone-repo-") as staging:
@@ -41,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
             Path(staging) / "repo", ckpt=found.path, tokenizer=args.tokenizer,
             max_batch_size=args.max_batch_size, max_tokens_limit=args.max_tokens_limit,
             chat=args.chat, queue_delay_us=args.queue_delay_us)
-        server = TritonServer(repo, http_port=args.http_port, grpc_port=args.grpc_port,
+        # Triton's HTTP endpoint is private; the front answers on --http-port.
+        server = TritonServer(repo, http_port=free_port(), grpc_port=args.grpc_port,
                               log_file=args.log_file, ready_timeout=args.ready_timeout)
         stopping = []
 
@@ -51,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
                 server.process.send_signal(signal.SIGTERM)
 
         previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        front = None
         try:
             server.start()
+            front = _front(args.http_port, server.http_port).start()
             print(f"serving {found.path} as model 'ensemble' on http://127.0.0.1:"
                   f"{args.http_port} and grpc 127.0.0.1:{args.grpc_port}", file=sys.stderr,
                   flush=True)
@@ -64,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
             code = server.stop()
         finally:
             server.stop()
+            if front is not None:
+                front.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return 0 if stopping and code == 0 else (code or 0)

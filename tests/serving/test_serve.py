@@ -76,9 +76,9 @@ def server(tmp_path_factory):
         proc.wait()
 
 
-def _generate(port: int, body: bytes | dict) -> tuple[int, dict]:
+def _generate(port: int, body: bytes | dict, path: str = "generate") -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/ensemble/generate",
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/ensemble/{path}",
                                      data=data, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -110,6 +110,13 @@ def test_greedy_text_output_equals_generate(server):
     status, body = _generate(server["http"], {"text_input": PROMPT, "max_tokens": NEW})
     assert status == 200, body
     assert body["text_output"] == expected
+    # generate_stream (server-sent events) is relayed as it comes
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server['http']}/v2/models/ensemble/generate_stream",
+        data=json.dumps({"text_input": PROMPT, "max_tokens": NEW}).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        events = response.read().decode().split("\n\n")
+    assert json.loads(events[0].removeprefix("data: "))["text_output"] == expected
     with httpclient.InferenceServerClient(f"127.0.0.1:{server['http']}") as client:
         result = client.infer("ensemble", _inputs(httpclient, PROMPT.encode(), NEW))
         assert result.as_numpy("text_output")[0][0].decode() == expected
@@ -162,6 +169,18 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
         assert status >= 400 and "error" in answer, (body, status, answer)
     status, answer = _generate(server["http"], {"text_input": "hi", "max_tokens": LIMIT + 1})
     assert status == 400 and "max-tokens-limit" in answer["error"]
+    # Beyond 32 bits Triton would wrap the number (2**32 + 1 -> 1, answered): the HTTP front
+    # refuses it, naming the field, on generate and generate_stream alike.
+    for body, error in (
+            ({"max_tokens": 2**32 + 1}, "max_tokens=4294967297 is outside [1, 2147483647]"),
+            ({"max_tokens": [2**32 + 2]}, "max_tokens=4294967298 is outside [1, 2147483647]"),
+            ({"max_tokens": 2**31}, "max_tokens=2147483648 is outside [1, 2147483647]"),
+            ({"max_tokens": 1e10}, "max_tokens must be an integer"),
+            ({"max_tokens": 2, "top_k": 2**32 + 1}, "top_k=4294967297 is outside"),
+            ({"max_tokens": 2, "seed": -1}, "seed=-1 is outside [0, 18446744073709551615]")):
+        for path in ("generate", "generate_stream"):
+            status, answer = _generate(server["http"], {"text_input": "hi", **body}, path)
+            assert status == 400 and error in answer["error"], (body, path, status, answer)
     assert server["proc"].poll() is None
     assert _generate(server["http"], {"text_input": PROMPT, "max_tokens": NEW})[0] == 200
 
@@ -239,3 +258,45 @@ def test_request_parsing_follows_tensorrt_llm_semantics():
                        ({"end_id": [[-1]]}, "end_id=-1")]:
         with pytest.raises(RequestError, match=match):
             parse(**bad)
+
+
+def test_front_checks_only_generate_integers():
+    """The HTTP front's check: integer fields of generate requests against their types'
+    ranges; anything it cannot read as a JSON object is left to Triton."""
+    from nemo_exaone.serving.front import GENERATE_PATH, check_generate_body
+
+    def check(request) -> str | None:
+        return check_generate_body(json.dumps(request).encode())
+
+    assert check({"text_input": "hi", "max_tokens": 2**31 - 1, "top_k": -(2**31),
+                  "end_id": 2**31 - 1, "seed": 2**64 - 1, "random_seed": 0}) is None
+    assert check({"max_tokens": 0}) == "max_tokens=0 is outside [1, 2147483647] (an INT32 input)"
+    assert check({"max_tokens": 4, "end_id": 2**31}).startswith("end_id=2147483648 is outside")
+    assert check({"seed": 2**64}) == \
+        "seed=18446744073709551616 is outside [0, 18446744073709551615] (a UINT64 input)"
+    assert check({"max_tokens": [[3], [2**40]]}).startswith("max_tokens=1099511627776")
+    assert check({"max_tokens": 4.0}) == "max_tokens must be an integer, got 4.0"
+    assert check({"max_tokens": "4"}) == 'max_tokens must be an integer, got "4"'
+    assert check({"max_tokens": None}) == "max_tokens must be an integer, got null"
+    for unreadable in (b"not json", b"[1, 2]", b"\xff"):
+        assert check_generate_body(unreadable) is None
+    for path in ("/v2/models/ensemble/generate", "/v2/models/ensemble/generate_stream",
+                 "/v2/models/ensemble/versions/1/generate", "/v2/models/m/generate?x=1"):
+        assert GENERATE_PATH.match(path), path
+    for path in ("/v2/models/ensemble/infer", "/v2/models/ensemble", "/v2/health/ready"):
+        assert not GENERATE_PATH.match(path), path
+
+
+def test_serve_refuses_a_busy_http_port_before_loading(tmp_path, capsys):
+    import socket
+
+    from nemo_exaone.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--ckpt", str(tmp_path / "absent"), "--http-port",
+                     str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"config error: --http-port {port}: cannot listen on 127.0.0.1" in err
