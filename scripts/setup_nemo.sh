@@ -11,22 +11,9 @@
 # what `import nemo.collections.llm` and `nemo.collections.llm.api` need on a CPU is listed
 # here with the resolver pins that were measured to be needed.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${NEMO_EXAONE_NEMO_VENV:-$ROOT/.venv-nemo}"
-log() { echo "[setup-nemo] $*" >&2; }
-STAMP="$VENV/.nemo_exaone_setup"
-WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup_nemo.sh" | sha256sum | cut -c1-16)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then echo "$VENV/bin/python"; exit 0; fi
-BASE_PY="$(command -v python3 || command -v python)"
-if "$BASE_PY" -c "import torch" >/dev/null 2>&1; then
-  [[ -x "$VENV/bin/python" ]] || "$BASE_PY" -m venv --system-site-packages "$VENV"
-else
-  [[ -x "$VENV/bin/python" ]] || "$BASE_PY" -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
+source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
+venv_begin setup-nemo "${NEMO_EXAONE_NEMO_VENV:-$ROOT/.venv-nemo}"
 PIP=("$PY" -m pip install -q)
-"${PIP[@]}" --upgrade pip >&2
-"$PY" -c "import torch" >/dev/null 2>&1 || "${PIP[@]}" "torch==2.13.0" >&2
 # Our package with its dependencies (this pulls megatron-core 0.16.1, replaced below).
 log "installing nemo-exaone[dev,nemo] (editable)"
 "${PIP[@]}" -e "$ROOT[dev,nemo]" >&2
@@ -38,5 +25,4 @@ from importlib.metadata import version as v
 assert v("megatron-core") == "0.15.3", v("megatron-core")
 assert v("nemo-toolkit") == "2.7.3", v("nemo-toolkit")
 PYCHECK
-echo "$WANT" > "$STAMP"
-echo "$PY"
+venv_end

@@ -5,24 +5,10 @@
 # back garbled: deserialize_bytes_tensor reads a wrong length), while tritonclient[grpc] pins
 # protobuf<7; the main .venv keeps numpy 2 and protobuf 7. Idempotent; prints its interpreter.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${NEMO_EXAONE_SERVE_VENV:-$ROOT/.venv-serve}"
-log() { echo "[setup-serve] $*" >&2; }
-STAMP="$VENV/.nemo_exaone_setup"
-WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup_serve.sh" | sha256sum | cut -c1-16)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then echo "$VENV/bin/python"; exit 0; fi
-BASE_PY="$(command -v python3 || command -v python)"
-if "$BASE_PY" -c "import torch" >/dev/null 2>&1; then
-  [[ -x "$VENV/bin/python" ]] || "$BASE_PY" -m venv --system-site-packages "$VENV"
-else
-  [[ -x "$VENV/bin/python" ]] || "$BASE_PY" -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
-"$PY" -m pip install -q --upgrade pip >&2
-"$PY" -c "import torch" >/dev/null 2>&1 || "$PY" -m pip install -q "torch==2.13.0" >&2
+source "$(dirname "${BASH_SOURCE[0]}")/_bootstrap.sh"
+venv_begin setup-serve "${NEMO_EXAONE_SERVE_VENV:-$ROOT/.venv-serve}"
 log "installing nemo-exaone[dev,serve] (editable; numpy<2 from nvidia-pytriton)"
 "$PY" -m pip install -q -e "$ROOT[dev,serve]" >&2
 "$PY" -m pip check >&2 || true
 "$PY" -c "import numpy, pytriton, tritonclient.grpc, tritonclient.http; assert numpy.__version__ < '2', numpy.__version__"
-echo "$WANT" > "$STAMP"
-echo "$PY"
+venv_end
