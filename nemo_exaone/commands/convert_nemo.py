@@ -8,6 +8,7 @@ Thin wrappers over the connectors that ``llm.import_ckpt`` / ``llm.export_ckpt``
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
@@ -23,35 +24,29 @@ def _nemo_missing(args: argparse.Namespace) -> int | None:
     return None
 
 
-def _hf_to_nemo(args: argparse.Namespace) -> int:
-    if (missing := _nemo_missing(args)) is not None:
-        return missing
-    from nemo_exaone.nemo.connectors import import_hf_to_nemo
-
-    out = import_hf_to_nemo(args.hf, args.out, overwrite=args.overwrite)
-    print(f"hf-to-nemo: {args.hf} -> {out} (NeMo 2 checkpoint: weights/, context/, hf_identity/)")
-    return 0
-
-
-def _nemo_to_hf(args: argparse.Namespace) -> int:
-    if (missing := _nemo_missing(args)) is not None:
-        return missing
-    from nemo_exaone.nemo.connectors import export_nemo_to_hf
-
-    out = export_nemo_to_hf(args.nemo, args.out, overwrite=args.overwrite,
-                            max_shard_size=args.max_shard_size)
-    print(f"nemo-to-hf: {args.nemo} -> {out}")
-    return 0
+def _conversion(function: str, source: str, note: str = "", options: tuple[str, ...] = ()):
+    """The handler of a conversion ``--<source> -> --out`` done by ``function`` (a
+    ``module:name`` imported only when it runs, so the CLI loads without NeMo), passing the
+    flags in ``options`` as keywords."""
+    def run(args: argparse.Namespace) -> int:
+        if (missing := _nemo_missing(args)) is not None:
+            return missing
+        module, _, name = function.partition(":")
+        convert = getattr(importlib.import_module(module), name)
+        given = getattr(args, source)
+        out = convert(given, args.out, overwrite=args.overwrite,
+                      **{option: getattr(args, option) for option in options})
+        print(f"{args.direction}: {given} -> {out}{note}")
+        return 0
+    return run
 
 
-def _nemo_to_mcore(args: argparse.Namespace) -> int:
-    if (missing := _nemo_missing(args)) is not None:
-        return missing
-    from nemo_exaone.nemo.weights import nemo_to_mcore
-
-    out = nemo_to_mcore(args.nemo, args.out, overwrite=args.overwrite)
-    print(f"nemo-to-mcore: {args.nemo} -> {out} (loads as a stage's init weights, any TP/PP)")
-    return 0
+_hf_to_nemo = _conversion("nemo_exaone.nemo.connectors:import_hf_to_nemo", "hf",
+                          " (NeMo 2 checkpoint: weights/, context/, hf_identity/)")
+_nemo_to_hf = _conversion("nemo_exaone.nemo.connectors:export_nemo_to_hf", "nemo",
+                          options=("max_shard_size",))
+_nemo_to_mcore = _conversion("nemo_exaone.nemo.weights:nemo_to_mcore", "nemo",
+                             " (loads as a stage's init weights, any TP/PP)")
 
 
 def _mcore_to_nemo(args: argparse.Namespace) -> int:
