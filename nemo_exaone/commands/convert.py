@@ -11,6 +11,7 @@ import argparse
 import importlib
 
 from nemo_exaone.checkpoint.dtypes import DTYPE_CHOICES
+from nemo_exaone.commands.arguments import add_checkpoint, add_output_directory
 
 EXTRA_CONVERSIONS: tuple[str, ...] = (
     "nemo_exaone.commands.convert_llama",
@@ -49,15 +50,9 @@ def _mcore_to_hf(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True,
-                        help="output directory: written under a temporary name, verified (every "
-                        "shard present and complete), then renamed into place; a second "
-                        "conversion to the same --out is refused while this one runs")
+    add_output_directory(parser, "every shard present and complete")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="keep",
                         help="cast weights (default: keep the source dtype, bit-exact)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing non-empty output directory (never the "
-                        "source: an --out that is the source or a folder holding it is refused)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -83,9 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     to_hf = sub.add_parser(
         "mcore-to-hf", help="Megatron distributed checkpoint -> HF EXAONE 3.x (safetensors)")
-    to_hf.add_argument("--ckpt", required=True,
-                       help="a checkpoint (iter_N or converted) directory, a training run "
-                            "directory or its checkpoints/ folder (their latest intact one)")
+    add_checkpoint(to_hf)
     to_hf.add_argument("--tokenizer", default=None,
                        help="directory whose tokenizer files replace the checkpoint's "
                             "(default: the tokenizer the checkpoint carries from import or "

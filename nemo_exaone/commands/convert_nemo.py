@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from nemo_exaone.commands.arguments import add_checkpoint, add_output_directory
+
 
 def _nemo_missing(args: argparse.Namespace) -> int | None:
     """2 with the reason printed when NeMo 2 is absent (the error names the extra)."""
@@ -64,12 +66,7 @@ def _mcore_to_nemo(args: argparse.Namespace) -> int:
 
 def _outputs(parser: argparse.ArgumentParser) -> None:
     # --dtype does not apply: NeMo keeps one params_dtype, and these conversions are bit-exact.
-    parser.add_argument("--out", required=True,
-                        help="output directory: written under a temporary name, verified, then "
-                        "renamed into place; a second conversion to the same --out is refused "
-                        "while this one runs")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing non-empty output directory (never the source)")
+    add_output_directory(parser)
 
 
 def register(sub, common) -> None:  # noqa: ARG001 - no --dtype/--quiet here (bit-exact)
@@ -98,8 +95,6 @@ def register(sub, common) -> None:  # noqa: ARG001 - no --dtype/--quiet here (bi
     from_mcore = sub.add_parser(
         "mcore-to-nemo", help="our Megatron checkpoint (converted or trained) -> NeMo 2 "
         "checkpoint (needs the 'nemo' extra)")
-    from_mcore.add_argument("--ckpt", required=True,
-                            help="a checkpoint (iter_N or converted) directory, a training run "
-                                 "directory or its checkpoints/ folder (their latest intact one)")
+    add_checkpoint(from_mcore)
     _outputs(from_mcore)
     from_mcore.set_defaults(func=_mcore_to_nemo)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from nemo_exaone.commands.arguments import add_checkpoint
+
 
 def _run(args: argparse.Namespace) -> int:
     from nemo_exaone.export.trtllm_checkpoint import TrtllmOptions, export_trtllm
@@ -34,9 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "trtllm", help="TensorRT-LLM engine-flow checkpoint (config.json + rank{r}.safetensors)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True,
-                        help="a checkpoint (iter_N or converted) directory, a training run "
-                             "directory or its checkpoints/ folder (their latest intact one)")
+    add_checkpoint(parser)
     parser.add_argument("--out", required=True,
                         help="output directory (written under a temporary name, checked, then "
                              "renamed into place)")
@@ -50,19 +50,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fp8-kv-cache", action="store_true",
                         help="with --fp8: FP8 KV cache, scales from the calibrated key/value "
                              "ranges")
-    parser.add_argument("--calib-data", default=None,
-                        help="JSONL with a 'text' field for FP8 calibration (default: the "
-                             "corpus shipped in nemo_exaone/assets)")
-    parser.add_argument("--calib-samples", type=int, default=64,
-                        help="calibration texts to run (default 64)")
-    parser.add_argument("--calib-seq-len", type=int, default=256,
-                        help="tokens per calibration text, longer ones cut (default 256)")
-    parser.add_argument("--calib-precision", choices=("fp32", "bf16"), default="fp32",
-                        help="dtype of the model during calibration (bf16 halves its memory; "
-                             "the model is built on the CPU, whole)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer directory for calibration (default: the one the "
-                             "checkpoint carries)")
+    calib = parser.add_argument_group("FP8 calibration (with --fp8: a forward pass over "
+                                      "sample text sets the activation and KV scales)")
+    calib.add_argument("--calib-data", default=None,
+                       help="JSONL with a 'text' field (default: the corpus shipped in "
+                            "nemo_exaone/assets)")
+    calib.add_argument("--calib-samples", type=int, default=64,
+                       help="calibration texts to run (default 64)")
+    calib.add_argument("--calib-seq-len", type=int, default=256,
+                       help="tokens per calibration text, longer ones cut (default 256)")
+    calib.add_argument("--calib-precision", choices=("fp32", "bf16"), default="fp32",
+                       help="dtype of the model during calibration (bf16 halves its memory; the "
+                            "model is built on the CPU, whole)")
+    calib.add_argument("--tokenizer", default=None,
+                       help="tokenizer directory (default: the one the checkpoint carries)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing non-empty output directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from nemo_exaone.commands.arguments import add_checkpoint
 from nemo_exaone.config.errors import ConfigError, InputError
 
 
@@ -111,9 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "generate", help="generate text from a checkpoint (Megatron-Core inference, KV cache)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True,
-                        help="a checkpoint (iter_N or converted) directory, a training run "
-                             "directory or its checkpoints/ folder (their latest intact one)")
+    add_checkpoint(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", action="append", metavar="TEXT",
                         help="prompt text (repeat for a batch; needs the checkpoint's "
