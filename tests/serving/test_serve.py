@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import tiny_checkpoint
+from tiny import start_serve, tiny_checkpoint, wait_ready
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "hello world, the model speaks"
 NEW = 6
 LIMIT = 32
@@ -34,42 +32,19 @@ def _workspaces(pid: int) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from nemo_exaone.runtime.distributed import free_port
-
     root = tmp_path_factory.mktemp("serve")
     ckpt = tiny_checkpoint(root)
-    http, grpc = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    log = root / "server.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nemo_exaone.cli", "serve", "--ckpt", str(ckpt), "--http-port",
-         str(http), "--grpc-port", str(grpc), "--max-batch-size", "16", "--max-tokens-limit",
-         str(LIMIT), "--log-file", str(log)], env=env, stdout=subprocess.DEVNULL,
-        stderr=open(root / "launcher.log", "wb"))  # noqa: SIM115
+    info = start_serve(root, ckpt, "--max-batch-size", "16", "--max-tokens-limit", str(LIMIT))
+    proc = info["proc"]
     # The reference runs while the server loads (two processes, two cores).
     reference = subprocess.Popen(
         [sys.executable, "-m", "nemo_exaone.cli", "generate", "--ckpt", str(ckpt), "--prompt",
-         PROMPT, "--max-new-tokens", str(NEW), "--json"], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"nemo-exaone serve exited with {proc.returncode}:\n"
-                        + (root / "launcher.log").read_text()[-3000:]
-                        + (log.read_text()[-3000:] if log.exists() else ""))
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2):
-                break
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("server not ready after 240 s")
-            time.sleep(0.3)
+         PROMPT, "--max-new-tokens", str(NEW), "--json"], env=info["env"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_ready(info)
     out, err = reference.communicate(timeout=240)
     assert reference.returncode == 0, err[-3000:]
-    expected = json.loads(out.strip().splitlines()[-1])
-    info = {"proc": proc, "http": http, "grpc": grpc, "expected": expected, "log": log,
-            "ckpt": ckpt}
+    info.update(expected=json.loads(out.strip().splitlines()[-1]), ckpt=ckpt)
     yield info
     if proc.poll() is None:
         proc.kill()

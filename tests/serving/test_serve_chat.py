@@ -6,19 +6,15 @@ process."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from tiny import EOT, write_tokenizer
+from tiny import EOT, start_serve, wait_ready, write_tokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "hello world, the model speaks"
 NEW = 8
 
@@ -54,35 +50,15 @@ def _reference(proc: subprocess.Popen) -> dict:
 
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory):
-    from nemo_exaone.runtime.distributed import free_port
-
     root = tmp_path_factory.mktemp("serve_chat")
     ckpt = tiny4_checkpoint(root)
-    http, grpc = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nemo_exaone.cli", "serve", "--ckpt", str(ckpt), "--chat",
-         "--http-port", str(http), "--grpc-port", str(grpc), "--max-tokens-limit", "16",
-         "--log-file", str(root / "server.log")], env=env, stdout=subprocess.DEVNULL,
-        stderr=open(root / "launcher.log", "wb"))  # noqa: SIM115
+    info = start_serve(root, ckpt, "--chat", "--max-tokens-limit", "16")
+    proc = info["proc"]
     # The references run one after the other while the server loads (two cores).
-    chat_reference = _reference(_generate_json(env, ckpt, "--chat"))
-    plain_reference = _reference(_generate_json(env, ckpt))
-    deadline = time.monotonic() + 240
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"nemo-exaone serve --chat exited with {proc.returncode}:\n"
-                        + (root / "launcher.log").read_text()[-3000:])
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2):
-                break
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("server not ready after 240 s")
-            time.sleep(0.3)
-    yield {"proc": proc, "http": http, "chat": chat_reference, "plain": plain_reference,
-           "ckpt": ckpt}
+    info.update(chat=_reference(_generate_json(info["env"], ckpt, "--chat")),
+                plain=_reference(_generate_json(info["env"], ckpt)), ckpt=ckpt)
+    wait_ready(info)
+    yield info
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
