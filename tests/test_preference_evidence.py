@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from shipped_configs import compose_job
 
 from nemo_exaone.alignment import synthetic_task as task
 from nemo_exaone.alignment.evidence import (
@@ -24,8 +25,6 @@ from nemo_exaone.alignment.evidence import (
     preference_accuracy,
 )
 from nemo_exaone.alignment.losses import PreferenceLossConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------ the task
@@ -132,17 +131,21 @@ def test_accuracy_against_closed_forms():
         implicit_rewards(dpo, policy, None)
 
 
+def test_simpo_takes_its_own_beta():
+    """SimPO's beta (a reward scale, ~2) is dpo.simpo_beta when set; DPO keeps its KL
+    coefficient; without simpo_beta SimPO falls back to ref_policy_kl_penalty."""
+    from nemo_exaone.alignment.dpo import loss_config
+    from nemo_exaone.training.config import DPOConfig
+
+    assert loss_config(DPOConfig(preference_loss="simpo", simpo_beta=2.0)).beta == 2.0
+    assert loss_config(DPOConfig(preference_loss="dpo", simpo_beta=2.0)).beta == 0.1
+    assert loss_config(DPOConfig(preference_loss="simpo")).beta == 0.1
+    recipe = compose_job("tiny_cpu_dpo_evidence", ["dpo.preference_loss=simpo"])
+    assert loss_config(recipe.dpo).beta == 2.0 and recipe.dpo.simpo_gamma == 1.0
+    assert recipe.dpo.sft_steps == 3000
+
+
 # ------------------------------------------------------------------ the evidence, small
-def compose_job(name: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from nemo_exaone.commands.hydra_app import job_config, register_configs
-
-    GlobalHydra.instance().clear()
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "nemo_exaone" / "conf"), version_base="1.3"):
-        return job_config(compose(config_name=name, overrides=overrides))
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +186,7 @@ def _evidence(tmp: Path, m0: Path, name: str, *extra: str) -> dict:
 # With the SimPO loss's sign flipped (an in-process patch) the same run ends below them.
 @pytest.mark.parametrize("loss,extra,threshold", [
     ("dpo", ["optimizer.lr=2e-3"], 0.70),
-    ("simpo", ["optimizer.lr=2e-3", "dpo.ref_policy_kl_penalty=2.0"], 0.65),
+    ("simpo", ["optimizer.lr=2e-3"], 0.65),
 ])
 def test_preference_optimization_raises_heldout_accuracy(m0, loss, extra, threshold):
     tmp, m0_dir = m0

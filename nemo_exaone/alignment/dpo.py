@@ -200,10 +200,13 @@ def load_or_compute_cache(path: Path, reference, samples: PreferenceSamples, bat
 
 
 def loss_config(dpo) -> PreferenceLossConfig:
-    """:class:`PreferenceLossConfig` from the job's ``dpo`` section (NeMo-Aligner keys)."""
+    """:class:`PreferenceLossConfig` from the job's ``dpo`` section (NeMo-Aligner keys;
+    SimPO takes ``simpo_beta`` as its beta when set)."""
+    beta = dpo.simpo_beta if dpo.preference_loss == "simpo" and dpo.simpo_beta is not None \
+        else dpo.ref_policy_kl_penalty
     return PreferenceLossConfig.from_mapping({
         "preference_loss": dpo.preference_loss,
-        "ref_policy_kl_penalty": dpo.ref_policy_kl_penalty,
+        "ref_policy_kl_penalty": beta,
         "preference_average_log_probs": dpo.preference_average_log_probs,
         "sft_average_log_probs": dpo.sft_average_log_probs,
         "preference_loss_weight": dpo.preference_loss_weight,

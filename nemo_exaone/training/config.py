@@ -245,8 +245,10 @@ class DPOConfig:
     """Preference optimization (``stage.objective=dpo``), with NeMo-Aligner's ``dpo`` keys.
 
     ``preference_loss``: dpo | ipo | rpo_sq | rpo_fwd_kl | rpo_bwd_kl | simpo (SimPO is
-    reference-free and length-normalised; its beta is ``ref_policy_kl_penalty``, its margin
-    ``simpo_gamma``). The reference is ``init.checkpoint``; ``reference``: cache (log-probs
+    reference-free and length-normalised; its beta is ``simpo_beta``, or
+    ``ref_policy_kl_penalty`` when that is null, its margin ``simpo_gamma``: SimPO's beta is a
+    reward scale of order 1-10, DPO's a KL coefficient of order 0.1, so a recipe that may run
+    either loss sets both). The reference is ``init.checkpoint``; ``reference``: cache (log-probs
     computed once, stored next to the data) | on_the_fly (frozen reference every step).
     """
 
@@ -258,6 +260,7 @@ class DPOConfig:
     sft_loss_weight: float = 0.0
     gt_reward_scale: float = 1.0
     simpo_gamma: float = 0.5
+    simpo_beta: float | None = None  # null: ref_policy_kl_penalty
     reference: str = "cache"
     # The rule-checkable evidence task (nemo_exaone.alignment.synthetic_task), written under
     # data.prepare_dir: "instructions" | null (data.preference_file as given). With a task,
