@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from shipped_configs import compose_job
 
 from nemo_exaone.alignment.preference_data import (
     follows_toy_rule,
@@ -17,17 +16,7 @@ from nemo_exaone.alignment.preference_data import (
     toy_preference_records,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 SEQ = 160
-
-
-def compose_job(name: str, overrides: list[str]):
-    from nemo_exaone.commands.hydra_app import job_config, register_configs
-
-    GlobalHydra.instance().clear()
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "nemo_exaone" / "conf"), version_base="1.3"):
-        return job_config(compose(config_name=name, overrides=overrides))
 
 
 def _write(path: Path, records: list[dict]) -> Path:

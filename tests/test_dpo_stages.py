@@ -9,22 +9,9 @@ import math
 from pathlib import Path
 
 import pytest
+from shipped_configs import compose_job
 
 from nemo_exaone.alignment.synthetic_task import follows_instruction
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def compose_job(name: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from nemo_exaone.commands.hydra_app import job_config, register_configs
-
-    GlobalHydra.instance().clear()
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "nemo_exaone" / "conf"), version_base="1.3"):
-        return job_config(compose(config_name=name, overrides=overrides))
 
 
 def _events(run_dir: Path, kind: str) -> list[dict]:

@@ -7,32 +7,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
+from shipped_configs import compose_job
 
 from nemo_exaone.runtime.launch import spawn_local
 
-ROOT = Path(__file__).resolve().parent.parent
 STEPS = 16
 
 
 def _train(run_dir: str, prepare_dir: str) -> list[float]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from nemo_exaone.commands.hydra_app import job_config, register_configs
     from nemo_exaone.training.loop import train
 
-    GlobalHydra.instance().clear()
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "nemo_exaone" / "conf"),
-                               version_base="1.3"):
-        cfg = job_config(compose(config_name="tiny4_cpu", overrides=[
-            f"train.max_steps={STEPS}", "logging.log_interval=1", "logging.progress=none",
-            "logging.tensorboard=false", "checkpoint.save_interval=0",
-            "checkpoint.save_at_end=true", f"run.dir={run_dir}",
-            f"data.prepare_dir={prepare_dir}"]))
+    cfg = compose_job("tiny4_cpu", [
+        f"train.max_steps={STEPS}", "logging.log_interval=1", "logging.progress=none",
+        "logging.tensorboard=false", "checkpoint.save_interval=0",
+        "checkpoint.save_at_end=true", f"run.dir={run_dir}", f"data.prepare_dir={prepare_dir}"])
     assert cfg.model.preset == "tiny4"
     return [m["loss"] for m in train(cfg).metrics]
 
