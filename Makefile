@@ -1,6 +1,6 @@
 # Quick start: `make demo` (set up, run the tiny end-to-end job on CPU) and
 # `make test` (set up, run the test suite; the model tests also against megatron-core 0.19.2).
-.PHONY: setup demo test test-main test-mcore019 test-nemo test-serve lint gpu-check mutation
+.PHONY: setup demo test test-main test-mcore019 test-nemo test-serve test-evidence lint gpu-check mutation
 
 PYTEST_ARGS ?=
 # Model-layer tests that must pass under both Megatron-Core lines.
@@ -19,13 +19,18 @@ setup:
 demo:
 	@PY=$$(scripts/setup_env.sh) && $$PY -m nemo_exaone.demo
 
-test: test-main test-mcore019 test-nemo test-serve
+test: test-main test-mcore019 test-nemo test-serve test-evidence
 
 test-main:
 	@PY=$$(scripts/setup_env.sh) && $$PY -m ruff check . && $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 test-mcore019:
 	@PY=$$(scripts/setup_mcore019.sh) && $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(MCORE_TESTS)
+
+# Issue 9's post-training evidence at full size (tests/evidence, ~10 min): DPO and SimPO
+# chains M0 -> M1 -> M2 on the rule-checkable task; collected only with NEMO_EXAONE_EVIDENCE=1.
+test-evidence:
+	@PY=$$(scripts/setup_env.sh) && NEMO_EXAONE_EVIDENCE=1 $$PY -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests/evidence
 
 # Serving through the real Triton server of the nvidia-pytriton wheel, in .venv-serve (that
 # wheel pins numpy<2; scripts/setup_serve.sh). tests/serving is collected only there.
