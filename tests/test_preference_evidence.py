@@ -145,6 +145,28 @@ def test_simpo_takes_its_own_beta():
     assert recipe.dpo.sft_steps == 3000
 
 
+def test_bad_loss_settings_are_refused_before_any_training(tmp_path):
+    """A bad loss setting (of the job or of any stage) is a ConfigError naming the dpo field,
+    raised before the minutes-long SFT run that makes M0 starts."""
+    from nemo_exaone.alignment.dpo import loss_config
+    from nemo_exaone.alignment.stages import run_preference_pipeline
+    from nemo_exaone.config.errors import ConfigError
+    from nemo_exaone.training.config import DPOConfig
+
+    with pytest.raises(ConfigError, match=r"dpo.simpo_beta=-1.0"):
+        loss_config(DPOConfig(preference_loss="simpo", simpo_beta=-1.0))
+    with pytest.raises(ConfigError, match="unknown; valid losses: dpo, ipo"):
+        loss_config(DPOConfig(preference_loss="simpo2"))
+    for bad in (["dpo.preference_loss=simpo", "dpo.simpo_beta=0"],
+                ["+dpo.stages=[{name: M1}, {name: M2, preference_loss: dpo_typo}]"]):
+        job = compose_job("tiny_cpu_dpo_evidence", [f"run.dir={tmp_path / 'run'}",
+                                                    f"data.prepare_dir={tmp_path / 'prep'}",
+                                                    *bad])
+        with pytest.raises(ConfigError):
+            run_preference_pipeline(job)
+        assert not (tmp_path / "run").exists() and not (tmp_path / "prep").exists()
+
+
 # ------------------------------------------------------------------ the evidence, small
 
 

@@ -201,9 +201,23 @@ def load_or_compute_cache(path: Path, reference, samples: PreferenceSamples, bat
 
 def loss_config(dpo) -> PreferenceLossConfig:
     """:class:`PreferenceLossConfig` from the job's ``dpo`` section (NeMo-Aligner keys;
-    SimPO takes ``simpo_beta`` as its beta when set)."""
-    beta = dpo.simpo_beta if dpo.preference_loss == "simpo" and dpo.simpo_beta is not None \
-        else dpo.ref_policy_kl_penalty
+    SimPO takes ``simpo_beta`` as its beta when set). Invalid values are a
+    :class:`ConfigError` naming the ``dpo.`` field."""
+    from nemo_exaone.config.errors import ConfigError
+
+    simpo = dpo.preference_loss == "simpo" and dpo.simpo_beta is not None
+    beta = dpo.simpo_beta if simpo else dpo.ref_policy_kl_penalty
+    if simpo and not beta > 0:
+        raise ConfigError(f"dpo.simpo_beta={beta}: SimPO's beta must be > 0 (about 2)")
+    try:
+        return _loss_config(dpo, beta)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"dpo: {exc}") from None
+
+
+def _loss_config(dpo, beta: float) -> PreferenceLossConfig:
     return PreferenceLossConfig.from_mapping({
         "preference_loss": dpo.preference_loss,
         "ref_policy_kl_penalty": beta,

@@ -176,6 +176,10 @@ def run_preference_pipeline(job: TrainingJobConfig):
     if job.stage.objective != "dpo":
         raise ConfigError(f"stage.objective={job.stage.objective}: the preference pipeline "
                           "runs dpo stages (stage=dpo data=preference)")
+    for stage in job.dpo.stages:  # every stage's loss settings, before hours of SFT/training
+        loss_config(_replace(job.dpo, preference_loss=stage.preference_loss
+                             or job.dpo.preference_loss))
+    loss_config(job.dpo)
     if job.dpo.task is None and not job.dpo.stages:
         return train(job)  # one DPO run on the given data, as the loop runs it
     job, files = prepare_task(job)
