@@ -49,15 +49,15 @@ def chain(tmp_path_factory):
         "logging.log_interval=1", "dpo.stages.0.max_steps=2", "dpo.stages.1.max_steps=2",
         "dpo.stages.1.samples_per_prompt=2", "dpo.stages.1.temperature=2.0",
         "dpo.stages.1.max_prompts=96"])
-    run_preference_pipeline(job)
-    return tmp, run, json.loads((run / "eval.json").read_text())
+    result = run_preference_pipeline(job)
+    return tmp, run, json.loads((run / "eval.json").read_text()), result
 
 
 def test_each_stage_starts_from_and_is_referenced_to_the_previous_one(chain):
     from nemo_exaone.alignment.dpo import cache_path
     from nemo_exaone.checkpoint.locate import locate_checkpoint
 
-    tmp, run, report = chain
+    tmp, run, report, _ = chain
     m1, m2 = report["stages"]
     assert (m1["name"], m2["name"]) == ("M1", "M2")
     assert m1["init"] == m1["reference"] == str(tmp / "m0")
@@ -82,7 +82,7 @@ def test_each_stage_starts_from_and_is_referenced_to_the_previous_one(chain):
 
 
 def test_online_stage_trains_on_pairs_from_the_policy_samples(chain):
-    _, run, report = chain
+    _, run, report, _ = chain
     m1, m2 = report["stages"]
     assert m1["online"] is None and m2["online"]["kept"] > 0
     pairs = [json.loads(line) for line in Path(m2["preference_file"]).read_text().splitlines()]
@@ -94,7 +94,7 @@ def test_online_stage_trains_on_pairs_from_the_policy_samples(chain):
 
 
 def test_eval_json_has_one_entry_per_model(chain):
-    _, _, report = chain
+    _, _, report, _ = chain
     assert set(report["models"]) == {"M0", "M1", "M2"}
     for key in ("preference_accuracy_before", "preference_accuracy_after",
                 "behaviour_rate_before", "behaviour_rate_after"):
@@ -102,3 +102,11 @@ def test_eval_json_has_one_entry_per_model(chain):
     assert report["steps"] == 4 and report["loss_type"] == "dpo"
     # DPO's implicit reward is 0 for every pair while policy == reference.
     assert [s["preference_accuracy_before"] for s in report["stages"]] == [0.5, 0.5]
+
+
+def test_the_pipeline_result_is_the_last_stage_run(chain):
+    """What the command's closing line reports (step k/N, metrics path) is M2's run, not the
+    job the command was given (whose max_steps and run.dir are the pipeline's)."""
+    _, run, _, result = chain
+    assert result.run_dir == str(run / "M2") and result.max_steps == 2
+    assert result.state.step == 2 and result.last_checkpoint.startswith(str(run / "M2"))

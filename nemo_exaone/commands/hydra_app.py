@@ -105,10 +105,12 @@ def run_job(cfg, train_fn=None) -> int:
     if _rank() == 0:
         last = result.metrics[-1] if result.metrics else {}
         status = "stopped by a signal after saving" if result.terminated else "finished"
-        print(f"{status}: step {result.state.step}/{job.train.max_steps}, "
+        run_dir = Path(result.run_dir or job.run.dir)
+        max_steps = job.train.max_steps if result.max_steps is None else result.max_steps
+        print(f"{status}: step {result.state.step}/{max_steps}, "
               f"loss {last.get('loss', float('nan')):.4f}, skipped steps "
               f"{result.state.skipped_steps}, checkpoint {result.last_checkpoint}, "
-              f"metrics {Path(job.run.dir) / 'metrics.jsonl'}", flush=True)
+              f"metrics {run_dir / 'metrics.jsonl'}", flush=True)
     return EXIT_OK
 
 

@@ -50,6 +50,10 @@ class TrainResult:
     terminated: bool = False  # stopped early by SIGTERM (after saving)
     last_checkpoint: str | None = None
     resumed_from: str | None = None
+    # The run this result is of: a pipeline (SFT, then preference stages) returns its last
+    # run's, which need not be the job the command was given.
+    run_dir: str | None = None
+    max_steps: int | None = None
 
 
 def effective_parallel(cfg: TrainingJobConfig) -> ParallelConfig:
@@ -307,7 +311,8 @@ class _Session:
         self.log.event("hf_identity", origin=getattr(self.saver.identity, "origin", None))
         self.spikes = LossSpikeDetector(cfg.safety.spike_factor, cfg.safety.spike_window)
         last = str(resume_path) if resume_path else None
-        self.result = TrainResult(state=self.state, resumed_from=last, last_checkpoint=last)
+        self.result = TrainResult(state=self.state, resumed_from=last, last_checkpoint=last,
+                                  run_dir=str(cfg.run.dir), max_steps=cfg.train.max_steps)
         self.saved_at = self.state.step if resume_path else -1
         self.consecutive_skips = 0
         self.steps_run = self.steps_applied = 0
