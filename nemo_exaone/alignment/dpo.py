@@ -209,24 +209,16 @@ def loss_config(dpo) -> PreferenceLossConfig:
     beta = dpo.simpo_beta if simpo else dpo.ref_policy_kl_penalty
     if simpo and not beta > 0:
         raise ConfigError(f"dpo.simpo_beta={beta}: SimPO's beta must be > 0 (about 2)")
+    settings = {"preference_loss": dpo.preference_loss, "ref_policy_kl_penalty": beta,
+                "preference_average_log_probs": dpo.preference_average_log_probs,
+                "sft_average_log_probs": dpo.sft_average_log_probs,
+                "preference_loss_weight": dpo.preference_loss_weight,
+                "sft_loss_weight": dpo.sft_loss_weight,
+                "gt_reward_scale": dpo.gt_reward_scale, "simpo_gamma": dpo.simpo_gamma}
     try:
-        return _loss_config(dpo, beta)
-    except ConfigError:
-        raise
-    except ValueError as exc:
+        return PreferenceLossConfig.from_mapping(settings)
+    except ValueError as exc:  # the loss module's own checks, with NeMo-Aligner's key names
         raise ConfigError(f"dpo: {exc}") from None
-
-
-def _loss_config(dpo, beta: float) -> PreferenceLossConfig:
-    return PreferenceLossConfig.from_mapping({
-        "preference_loss": dpo.preference_loss,
-        "ref_policy_kl_penalty": beta,
-        "preference_average_log_probs": dpo.preference_average_log_probs,
-        "sft_average_log_probs": dpo.sft_average_log_probs,
-        "preference_loss_weight": dpo.preference_loss_weight,
-        "sft_loss_weight": dpo.sft_loss_weight,
-        "gt_reward_scale": dpo.gt_reward_scale,
-        "simpo_gamma": dpo.simpo_gamma})
 
 
 def build_preference_objective(cfg, arch, parallel, options, source, log):
