@@ -31,6 +31,7 @@ from pathlib import Path
 
 from nemo_exaone.config.errors import ConfigError
 from nemo_exaone.training.config import (
+    DPOConfig,
     DPOStageConfig,
     InitConfig,
     RunConfig,
@@ -83,6 +84,12 @@ def sft_job(job: TrainingJobConfig, sft_file: Path) -> TrainingJobConfig:
         init=InitConfig(checkpoint=None), dpo=_replace(job.dpo, stages=[]))
 
 
+def stage_dpo(job: TrainingJobConfig, stage: DPOStageConfig) -> DPOConfig:
+    """The ``dpo`` section one stage trains with: the job's, with the stage's loss."""
+    return _replace(job.dpo, stages=[],
+                    preference_loss=stage.preference_loss or job.dpo.preference_loss)
+
+
 def stage_job(job: TrainingJobConfig, stage: DPOStageConfig, run_dir: Path, init: str,
               preference_file: str) -> TrainingJobConfig:
     """One stage's training job: ``job`` started from ``init`` with the stage's changes."""
@@ -92,13 +99,11 @@ def stage_job(job: TrainingJobConfig, stage: DPOStageConfig, run_dir: Path, init
         optimizer = _replace(optimizer, lr=stage.lr, min_lr=stage.lr * scale)
     train = job.train if stage.max_steps is None else _replace(job.train,
                                                                 max_steps=stage.max_steps)
-    dpo = _replace(job.dpo, stages=[], preference_loss=stage.preference_loss
-                   or job.dpo.preference_loss)
     return _replace(job, run=_replace(job.run, dir=str(run_dir), name=f"{job.run.name}_"
                                       f"{stage.name}"),
                     stage=StageConfig(name=f"dpo_{stage.name}", objective="dpo"),
                     init=InitConfig(checkpoint=init, load="weights"), train=train,
-                    optimizer=optimizer, dpo=dpo,
+                    optimizer=optimizer, dpo=stage_dpo(job, stage),
                     data=_replace(job.data, preference_file=preference_file))
 
 
@@ -176,10 +181,8 @@ def run_preference_pipeline(job: TrainingJobConfig):
     if job.stage.objective != "dpo":
         raise ConfigError(f"stage.objective={job.stage.objective}: the preference pipeline "
                           "runs dpo stages (stage=dpo data=preference)")
-    for stage in job.dpo.stages:  # every stage's loss settings, before hours of SFT/training
-        loss_config(_replace(job.dpo, preference_loss=stage.preference_loss
-                             or job.dpo.preference_loss))
-    loss_config(job.dpo)
+    for dpo in [job.dpo] + [stage_dpo(job, s) for s in job.dpo.stages]:
+        loss_config(dpo)  # every stage's loss settings, before minutes of SFT and training
     if job.dpo.task is None and not job.dpo.stages:
         return train(job)  # one DPO run on the given data, as the loop runs it
     job, files = prepare_task(job)
