@@ -23,15 +23,17 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-#: JSON fields of the served model's integer inputs and the range each must fit
-#: (:data:`nemo_exaone.serving.backend.INPUTS` types; ``max_tokens`` also >= 1).
+from nemo_exaone.serving.backend import INPUTS
+
+_TYPE_RANGES = {"TYPE_INT32": (-(2**31), 2**31 - 1), "TYPE_INT64": (-(2**63), 2**63 - 1),
+                "TYPE_UINT32": (0, 2**32 - 1), "TYPE_UINT64": (0, 2**64 - 1)}
+_AT_LEAST = {"max_tokens": 1}
+#: JSON fields of the served model's integer inputs and the range each must fit: the type
+#: :data:`nemo_exaone.serving.backend.INPUTS` declares (``max_tokens`` also >= 1).
 INT_RANGES: dict[str, tuple[int, int]] = {
-    "max_tokens": (1, 2**31 - 1),
-    "top_k": (-(2**31), 2**31 - 1),
-    "end_id": (-(2**31), 2**31 - 1),
-    "seed": (0, 2**64 - 1),
-    "random_seed": (0, 2**64 - 1),
-}
+    name: (max(_TYPE_RANGES[kind][0], _AT_LEAST.get(name, _TYPE_RANGES[kind][0])),
+           _TYPE_RANGES[kind][1])
+    for name, (kind, _) in INPUTS.items() if kind in _TYPE_RANGES}
 GENERATE_PATH = re.compile(r"^/v2/models/[^/?]+(/versions/[^/?]+)?/generate(_stream)?/?(\?.*)?$")
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the relay sets itself.
 _NOT_RELAYED = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
@@ -61,8 +63,10 @@ def check_generate_body(body: bytes) -> str | None:
             if isinstance(value, bool) or not isinstance(value, int):
                 return f"{field} must be an integer, got {json.dumps(value)}"
             if not low <= value <= high:
-                return (f"{field}={json.dumps(value)} is outside [{low}, {high}]"
-                        + (" (an INT32 input)" if high == 2**31 - 1 else " (a UINT64 input)"))
+                kind = INPUTS[field][0].removeprefix("TYPE_")
+                article = "an" if kind.startswith("INT") else "a"  # "a UINT64": "you-int"
+                return (f"{field}={json.dumps(value)} is outside [{low}, {high}] "
+                        f"({article} {kind} input)")
     return None
 
 
